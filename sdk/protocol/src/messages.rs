@@ -1,0 +1,300 @@
+//! Request and response bodies, one pair per [`ApiKey`]. Field order is wire order.
+
+use bytes::Bytes;
+
+use crate::codec::{DecodeError, Decoder, Encoder, Wire};
+use crate::frame::ApiKey;
+use crate::wire_struct;
+
+/// A request body and the response it gets.
+pub trait Request: Wire {
+    /// The API key this body is sent under.
+    const KEY: ApiKey;
+    /// The body of a successful response.
+    type Response: Wire;
+}
+
+/// How many replicas must have a produced batch before the broker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// The broker sends no response at all; the producer learns of nothing.
+    None,
+    /// The partition leader has the batch on disk (under the durability policy).
+    Leader,
+    /// Every in-sync replica has the batch.
+    All,
+}
+
+impl Wire for Acks {
+    fn encode(&self, enc: &mut Encoder) {
+        enc.put(&match self {
+            Acks::None => 0u8,
+            Acks::Leader => 1u8,
+            Acks::All => 2u8,
+        });
+    }
+    fn decode(dec: &mut Decoder) -> Result<Self, DecodeError> {
+        match dec.get::<u8>()? {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Leader),
+            2 => Ok(Acks::All),
+            v => Err(DecodeError::InvalidValue { what: "acks", value: v.into() }),
+        }
+    }
+}
+
+/// Which end of a partition's log an offset query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start: the first offset still stored.
+    Earliest,
+    /// The log end: the offset the next record will get.
+    Latest,
+}
+
+impl Wire for OffsetSpec {
+    fn encode(&self, enc: &mut Encoder) {
+        enc.put(&match self {
+            OffsetSpec::Earliest => 0u8,
+            OffsetSpec::Latest => 1u8,
+        });
+    }
+    fn decode(dec: &mut Decoder) -> Result<Self, DecodeError> {
+        match dec.get::<u8>()? {
+            0 => Ok(OffsetSpec::Earliest),
+            1 => Ok(OffsetSpec::Latest),
+            v => Err(DecodeError::InvalidValue { what: "offset spec", value: v.into() }),
+        }
+    }
+}
+
+/// An empty body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Empty;
+
+impl Wire for Empty {
+    fn encode(&self, _enc: &mut Encoder) {}
+    fn decode(_dec: &mut Decoder) -> Result<Self, DecodeError> {
+        Ok(Empty)
+    }
+}
+
+wire_struct! {
+    /// One partition's batch inside a produce request.
+    pub struct PartitionBatch {
+        pub partition: u32,
+        /// One record batch in the layout of [`crate::batch`].
+        pub batch: Bytes,
+    }
+}
+
+wire_struct! {
+    /// Appends batches to partitions of one topic.
+    pub struct ProduceRequest {
+        pub topic: String,
+        pub acks: Acks,
+        /// How long the broker may wait for replicas (acks=all) before answering Timeout.
+        pub timeout_ms: u32,
+        pub partitions: Vec<PartitionBatch>,
+    }
+}
+
+wire_struct! {
+    /// The outcome for one partition of a produce request.
+    pub struct PartitionProduceResponse {
+        pub partition: u32,
+        /// 0 on success, else an [`crate::ErrorCode`].
+        pub error_code: u16,
+        /// Empty on success.
+        pub error_message: String,
+        /// Offset given to the batch's first record (valid on success).
+        pub base_offset: u64,
+    }
+}
+
+wire_struct! {
+    /// Per-partition outcomes, in request order.
+    pub struct ProduceResponse {
+        pub partitions: Vec<PartitionProduceResponse>,
+    }
+}
+
+impl Request for ProduceRequest {
+    const KEY: ApiKey = ApiKey::Produce;
+    type Response = ProduceResponse;
+}
+
+wire_struct! {
+    /// Reads batches from one partition starting at `offset`.
+    pub struct FetchRequest {
+        pub topic: String,
+        pub partition: u32,
+        pub offset: u64,
+        /// Stop adding batches past this many bytes (at least one batch is returned).
+        pub max_bytes: u32,
+        /// Wait until at least this many bytes are available...
+        pub min_bytes: u32,
+        /// ...or this long has passed (capped at MAX_FETCH_WAIT_MS).
+        pub max_wait_ms: u32,
+    }
+}
+
+wire_struct! {
+    /// Whole batches; the first may start before the requested offset.
+    pub struct FetchResponse {
+        /// Offset after the last record a consumer may read.
+        pub high_watermark: u64,
+        /// First offset still stored.
+        pub log_start: u64,
+        /// Zero or more batches back to back.
+        pub records: Bytes,
+    }
+}
+
+impl Request for FetchRequest {
+    const KEY: ApiKey = ApiKey::Fetch;
+    type Response = FetchResponse;
+}
+
+wire_struct! {
+    /// Asks for the earliest or latest offset of a partition.
+    pub struct ListOffsetsRequest {
+        pub topic: String,
+        pub partition: u32,
+        pub spec: OffsetSpec,
+    }
+}
+
+wire_struct! {
+    /// The offset asked for.
+    pub struct ListOffsetsResponse {
+        pub offset: u64,
+    }
+}
+
+impl Request for ListOffsetsRequest {
+    const KEY: ApiKey = ApiKey::ListOffsets;
+    type Response = ListOffsetsResponse;
+}
+
+wire_struct! {
+    /// A broker of the cluster.
+    pub struct BrokerInfo {
+        pub id: u32,
+        /// `host:port` clients connect to.
+        pub addr: String,
+    }
+}
+
+wire_struct! {
+    /// State of one partition.
+    pub struct PartitionMetadata {
+        pub partition: u32,
+        /// Broker id of the leader.
+        pub leader: u32,
+        pub replicas: Vec<u32>,
+        pub isr: Vec<u32>,
+        pub log_start: u64,
+        pub log_end: u64,
+        /// Bytes of stored batches.
+        pub size_bytes: u64,
+    }
+}
+
+wire_struct! {
+    /// Configuration and state of one topic.
+    pub struct TopicMetadata {
+        pub name: String,
+        pub replication_factor: u16,
+        /// Records older than this are deleted; none means forever.
+        pub retention_ms: Option<u64>,
+        /// Oldest batches are deleted while a partition holds more; none means no limit.
+        pub retention_bytes: Option<u64>,
+        pub partitions: Vec<PartitionMetadata>,
+    }
+}
+
+wire_struct! {
+    /// Describes the named topics, or all topics when `topics` is none.
+    pub struct MetadataRequest {
+        pub topics: Option<Vec<String>>,
+    }
+}
+
+wire_struct! {
+    /// Brokers and topics.
+    pub struct MetadataResponse {
+        pub brokers: Vec<BrokerInfo>,
+        pub topics: Vec<TopicMetadata>,
+    }
+}
+
+impl Request for MetadataRequest {
+    const KEY: ApiKey = ApiKey::Metadata;
+    type Response = MetadataResponse;
+}
+
+wire_struct! {
+    /// Creates a topic.
+    pub struct CreateTopicRequest {
+        pub name: String,
+        pub partitions: u32,
+        pub replication_factor: u16,
+        pub retention_ms: Option<u64>,
+        pub retention_bytes: Option<u64>,
+    }
+}
+
+impl Request for CreateTopicRequest {
+    const KEY: ApiKey = ApiKey::CreateTopic;
+    type Response = TopicMetadata;
+}
+
+wire_struct! {
+    /// Deletes a topic and all its data.
+    pub struct DeleteTopicRequest {
+        pub name: String,
+    }
+}
+
+impl Request for DeleteTopicRequest {
+    const KEY: ApiKey = ApiKey::DeleteTopic;
+    type Response = Empty;
+}
+
+wire_struct! {
+    /// Grows a topic to `count` partitions (never shrinks).
+    pub struct CreatePartitionsRequest {
+        pub name: String,
+        pub count: u32,
+    }
+}
+
+impl Request for CreatePartitionsRequest {
+    const KEY: ApiKey = ApiKey::CreatePartitions;
+    type Response = TopicMetadata;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{from_bytes, to_bytes};
+
+    #[test]
+    fn produce_request_round_trips() {
+        let req = ProduceRequest {
+            topic: "t".into(),
+            acks: Acks::All,
+            timeout_ms: 5,
+            partitions: vec![PartitionBatch { partition: 3, batch: Bytes::from_static(b"batch") }],
+        };
+        assert_eq!(from_bytes::<ProduceRequest>(to_bytes(&req)).unwrap(), req);
+    }
+
+    #[test]
+    fn bad_enum_values_are_refused() {
+        let mut enc = Encoder::default();
+        enc.put(&"t".to_string()).put(&9u8);
+        assert!(from_bytes::<ProduceRequest>(enc.finish().freeze()).is_err());
+    }
+}
