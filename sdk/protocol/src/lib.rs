@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod messages;
+pub mod partition;
 
 pub use batch::{BatchBuilder, BatchError, BatchView, Header, Record};
 pub use codec::{DecodeError, Decoder, Encoder, Wire};
