@@ -273,6 +273,33 @@ pub fn stamp_leader_epoch(batch: &mut [u8], epoch: u32) {
     batch[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_le_bytes());
 }
 
+/// Header fields of a batch, read without checking the CRC (for bytes the
+/// broker validated before storing them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Bytes of the whole batch.
+    pub length: u32,
+    /// Number of records.
+    pub record_count: u32,
+    /// Largest record timestamp.
+    pub max_timestamp: i64,
+}
+
+/// Reads the header fields of the batch at the start of `bytes`.
+pub fn batch_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(BatchError::Truncated { have: bytes.len(), need: BATCH_HEADER_BYTES });
+    }
+    Ok(BatchInfo {
+        base_offset: read_u64(bytes, OFF_BASE_OFFSET),
+        length: read_u32(bytes, OFF_LENGTH),
+        record_count: read_u32(bytes, OFF_RECORD_COUNT),
+        max_timestamp: read_u64(bytes, OFF_MAX_TIMESTAMP) as i64,
+    })
+}
+
 /// Limits applied when validating a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {

@@ -1,0 +1,155 @@
+//! Store tests against real redb files: appends, reads, reopen, retention, admin.
+
+use bytes::Bytes;
+use eddy_protocol::batch::{split_batches, BatchBuilder};
+
+use super::*;
+
+fn config(dir: &Path) -> StoreConfig {
+    StoreConfig { path: store_path(dir), durability: DurabilityPolicy::EveryCommit }
+}
+
+fn topic(name: &str, partitions: u32) -> TopicConfig {
+    TopicConfig { name: name.into(), id: 0, partitions, replication_factor: 1, retention_ms: None, retention_bytes: None }
+}
+
+fn batch(values: &[&str], ts: i64) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(64);
+    for v in values {
+        b.push(None, v.as_bytes(), ts, &[]);
+    }
+    b.finish(0, 0)
+}
+
+fn values(read: &ReadResult, from: u64) -> Vec<String> {
+    split_batches(read.records.clone())
+        .flat_map(|b| b.unwrap().records().collect::<Vec<_>>())
+        .map(|r| r.unwrap())
+        .filter(|r| r.offset >= from)
+        .map(|r| String::from_utf8(r.value.to_vec()).unwrap())
+        .collect()
+}
+
+async fn append(store: &Store, t: &str, p: u32, b: Bytes) -> u64 {
+    store.append(t, p, b).await.unwrap().await.unwrap()
+}
+
+#[tokio::test]
+async fn appends_get_dense_offsets_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.create_topic(topic("t", 2)).await.unwrap();
+        assert_eq!(append(&store, "t", 0, batch(&["a", "b"], 1)).await, 0);
+        assert_eq!(append(&store, "t", 0, batch(&["c"], 1)).await, 2);
+        assert_eq!(append(&store, "t", 1, batch(&["x"], 1)).await, 0);
+        let read = store.read("t", 0, 1, 1 << 20).unwrap();
+        assert_eq!(values(&read, 1), ["b", "c"]);
+        assert_eq!(read.high_watermark, 3);
+        store.close().await;
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    let (_, p) = store.partition("t", 0).unwrap();
+    assert_eq!(p.offsets().log_end, 3);
+    assert_eq!(values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0), ["a", "b", "c"]);
+    assert_eq!(append(&store, "t", 0, batch(&["d"], 1)).await, 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn read_respects_max_bytes_but_returns_at_least_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store.create_topic(topic("t", 1)).await.unwrap();
+    for i in 0..5 {
+        append(&store, "t", 0, batch(&[&format!("v{i}")], 1)).await;
+    }
+    let one = store.read("t", 0, 0, 1).unwrap();
+    assert_eq!(values(&one, 0), ["v0"]);
+    let all = store.read("t", 0, 2, 1 << 20).unwrap();
+    assert_eq!(values(&all, 2), ["v2", "v3", "v4"]);
+    assert!(store.read("t", 0, 5, 100).unwrap().records.is_empty());
+    assert!(matches!(store.read("t", 0, 6, 100), Err(StoreError::OffsetOutOfRange { log_end: 5, .. })));
+    assert!(matches!(store.read("nope", 0, 0, 100), Err(StoreError::UnknownTopic(_))));
+    assert!(matches!(store.read("t", 1, 0, 100), Err(StoreError::UnknownPartition { .. })));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_old_batches_by_time_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut by_time = topic("time", 1);
+    by_time.retention_ms = Some(1_000);
+    store.create_topic(by_time).await.unwrap();
+    append(&store, "time", 0, batch(&["old1", "old2"], 1_000)).await;
+    append(&store, "time", 0, batch(&["new"], 10_000)).await;
+    let b = batch(&["x"], 1);
+    let mut by_bytes = topic("bytes", 1);
+    by_bytes.retention_bytes = Some(2 * b.len() as u64);
+    store.create_topic(by_bytes).await.unwrap();
+    for _ in 0..5 {
+        append(&store, "bytes", 0, b.clone()).await;
+    }
+    assert_eq!(store.enforce_retention(10_500).await.unwrap(), 1 + 3);
+    let (_, p) = store.partition("time", 0).unwrap();
+    assert_eq!(p.offsets().log_start, 2);
+    assert!(matches!(store.read("time", 0, 0, 100), Err(StoreError::OffsetOutOfRange { log_start: 2, .. })));
+    assert_eq!(values(&store.read("time", 0, 2, 100).unwrap(), 2), ["new"]);
+    let (_, p) = store.partition("bytes", 0).unwrap();
+    assert_eq!(p.offsets().log_start, 3);
+    assert_eq!(p.offsets().size_bytes, 2 * b.len() as u64);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn admin_changes_are_validated_and_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.create_topic(topic("t", 1)).await.unwrap();
+        assert!(matches!(store.create_topic(topic("t", 1)).await, Err(StoreError::TopicExists(_))));
+        append(&store, "t", 0, batch(&["gone"], 1)).await;
+        assert!(matches!(store.add_partitions("t", 1).await, Err(StoreError::InvalidPartitions(_))));
+        assert_eq!(store.add_partitions("t", 3).await.unwrap().partitions, 3);
+        store.delete_topic("t").await.unwrap();
+        assert!(matches!(store.delete_topic("t").await, Err(StoreError::UnknownTopic(_))));
+        store.create_topic(topic("t", 2)).await.unwrap();
+        store.close().await;
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    let t = store.topic("t").unwrap();
+    assert_eq!(t.config.partitions, 2);
+    // The recreated topic does not see the deleted one's data.
+    assert!(store.read("t", 0, 0, 100).unwrap().records.is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_appends_share_commits_and_keep_per_caller_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(config(dir.path())).unwrap());
+    store.create_topic(topic("t", 4)).await.unwrap();
+    let mut tasks = Vec::new();
+    for p in 0..4u32 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut futs = Vec::new();
+            for i in 0..200 {
+                futs.push(store.append("t", p, batch(&[&format!("{p}-{i}")], 1)).await.unwrap());
+            }
+            let mut offsets = Vec::new();
+            for f in futs {
+                offsets.push(f.await.unwrap());
+            }
+            offsets
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (0..200).collect::<Vec<u64>>());
+    }
+    let read = store.read("t", 3, 0, 1 << 20).unwrap();
+    let expected: Vec<String> = (0..200).map(|i| format!("3-{i}")).collect();
+    assert_eq!(values(&read, 0), expected);
+    store.close().await;
+}

@@ -1,0 +1,525 @@
+//! The single writer thread: group commit of appends, admin changes and
+//! retention, one redb write transaction per round.
+//!
+//! Invariants (checked with `debug_assert!` where cheap):
+//! * Offsets are dense: a batch appended to a partition gets base offset equal
+//!   to the partition's log end, and the log end grows by its record count.
+//! * Jobs are applied in queue order; one caller's appends keep their order.
+//! * The catalog readers see, and every reply, come after the transaction that
+//!   made the change durable committed. If the commit fails, every job of the
+//!   round is answered with a storage error and the writer reloads its state
+//!   from the last committed transaction.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use eddy_protocol::batch::{batch_info, stamp_base_offset};
+use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info};
+
+use super::{
+    log_table_name, Catalog, DurabilityPolicy, Job, PartitionOffsets, PartitionState, Reply, StoreError, TopicConfig,
+    TopicState, MAX_COMMIT_BYTES, META, PARTITIONS, TOPICS,
+};
+
+/// The writer's own copy of the metadata, ahead of the catalog by at most the
+/// round being committed.
+pub(crate) struct WriterState {
+    topics: BTreeMap<String, WTopic>,
+    next_topic_id: u64,
+}
+
+#[derive(Clone)]
+struct WTopic {
+    config: TopicConfig,
+    parts: Vec<PartitionOffsets>,
+}
+
+impl WriterState {
+    /// Reads the committed metadata, creating the metadata tables on first open.
+    pub(crate) fn load(db: &Database) -> Result<Self, StoreError> {
+        let txn = db.begin_write()?;
+        let mut topics = BTreeMap::new();
+        let next_topic_id;
+        {
+            let topic_table = txn.open_table(TOPICS)?;
+            let part_table = txn.open_table(PARTITIONS)?;
+            let meta = txn.open_table(META)?;
+            next_topic_id = meta.get("next_topic_id")?.map(|v| v.value()).unwrap_or(1);
+            for entry in topic_table.iter()? {
+                let (name, json) = entry?;
+                let config: TopicConfig = serde_json::from_slice(json.value())
+                    .map_err(|e| StoreError::Storage(format!("corrupt config of topic {}: {e}", name.value())))?;
+                let mut parts = Vec::with_capacity(config.partitions as usize);
+                for p in 0..config.partitions {
+                    let (log_start, log_end, size_bytes) = part_table
+                        .get((config.id, p))?
+                        .map(|v| v.value())
+                        .ok_or_else(|| StoreError::Storage(format!("missing state of {}/{p}", config.name)))?;
+                    parts.push(PartitionOffsets { log_start, log_end, size_bytes });
+                }
+                topics.insert(config.name.clone(), WTopic { config, parts });
+            }
+        }
+        txn.commit()?;
+        Ok(Self { topics, next_topic_id })
+    }
+
+    /// A catalog for this state, reusing the shared partition states of `old`
+    /// for topics that still exist (so long polls keep their subscriptions).
+    pub(crate) fn build_catalog(&self, old: &Catalog) -> Catalog {
+        self.topics
+            .iter()
+            .map(|(name, t)| {
+                let previous = old.get(name).filter(|o| o.config.id == t.config.id);
+                let partitions = t
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, offsets)| match previous.and_then(|o| o.partitions.get(i)) {
+                        Some(shared) => {
+                            shared.publish(*offsets);
+                            shared.clone()
+                        }
+                        None => Arc::new(PartitionState::new(*offsets)),
+                    })
+                    .collect();
+                (name.clone(), Arc::new(TopicState { config: t.config.clone(), partitions }))
+            })
+            .collect()
+    }
+}
+
+/// A reply waiting for the round's commit.
+enum Pending {
+    Offset(Reply<u64>, Result<u64, StoreError>),
+    Config(Reply<TopicConfig>, Result<TopicConfig, StoreError>),
+    Unit(Reply<()>, Result<(), StoreError>),
+    Count(Reply<u64>, Result<u64, StoreError>),
+}
+
+impl Pending {
+    fn fail_if_ok(self, err: &StoreError) -> Self {
+        match self {
+            Pending::Offset(r, Ok(_)) => Pending::Offset(r, Err(err.clone())),
+            Pending::Config(r, Ok(_)) => Pending::Config(r, Err(err.clone())),
+            Pending::Unit(r, Ok(_)) => Pending::Unit(r, Err(err.clone())),
+            Pending::Count(r, Ok(_)) => Pending::Count(r, Err(err.clone())),
+            other => other,
+        }
+    }
+
+    fn send(self) {
+        // A receiver that went away (client disconnected) is not an error.
+        let _ = match self {
+            Pending::Offset(r, v) => r.send(v).map_err(drop),
+            Pending::Config(r, v) => r.send(v).map_err(drop),
+            Pending::Unit(r, v) => r.send(v).map_err(drop),
+            Pending::Count(r, v) => r.send(v).map_err(drop),
+        };
+    }
+}
+
+fn job_bytes(job: &Job) -> usize {
+    match job {
+        Job::Append { batch, .. } => batch.len(),
+        _ => 0,
+    }
+}
+
+/// The writer loop: runs until a `Stop` job or until every sender is gone.
+pub(crate) fn run(
+    db: Arc<Database>,
+    mut state: WriterState,
+    catalog: Arc<RwLock<Arc<Catalog>>>,
+    mut rx: mpsc::Receiver<Job>,
+    durability: DurabilityPolicy,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "store writer cannot start its timer");
+            return;
+        }
+    };
+    let mut last_sync = Instant::now();
+    let mut unsynced = false;
+    loop {
+        let first = match (durability, unsynced) {
+            (DurabilityPolicy::Interval(every), true) => {
+                let wait = every.saturating_sub(last_sync.elapsed());
+                match rt.block_on(tokio::time::timeout(wait, rx.recv())) {
+                    Ok(Some(job)) => job,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Idle past the interval with unsynced commits: make them durable.
+                        match sync_now(&db) {
+                            Ok(()) => {
+                                unsynced = false;
+                                last_sync = Instant::now();
+                            }
+                            Err(e) => error!(error = %e, "periodic fsync failed"),
+                        }
+                        continue;
+                    }
+                }
+            }
+            _ => match rx.blocking_recv() {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut bytes = job_bytes(&first);
+        let mut jobs = vec![first];
+        while bytes < MAX_COMMIT_BYTES {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job_bytes(&job);
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let immediate = match durability {
+            DurabilityPolicy::EveryCommit => true,
+            DurabilityPolicy::Interval(every) => last_sync.elapsed() >= every,
+        };
+        let stop = round(&db, &mut state, &catalog, jobs, immediate);
+        if immediate {
+            last_sync = Instant::now();
+            unsynced = false;
+        } else {
+            unsynced = true;
+        }
+        if stop {
+            break;
+        }
+    }
+    if unsynced {
+        if let Err(e) = sync_now(&db) {
+            error!(error = %e, "final fsync failed");
+        }
+    }
+    // Anything still queued is refused.
+    rx.close();
+    while let Ok(job) = rx.try_recv() {
+        refuse(job, StoreError::ShuttingDown);
+    }
+    info!("store writer stopped");
+}
+
+fn refuse(job: Job, err: StoreError) {
+    match job {
+        Job::Append { reply, .. } | Job::Retention { reply, .. } => drop(reply.send(Err(err))),
+        Job::CreateTopic { reply, .. } | Job::AddPartitions { reply, .. } => drop(reply.send(Err(err))),
+        Job::DeleteTopic { reply, .. } | Job::Stop { reply } => drop(reply.send(Err(err))),
+    }
+}
+
+/// An empty durable commit: makes earlier non-durable commits durable.
+fn sync_now(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate).map_err(|e| StoreError::Storage(e.to_string()))?;
+    txn.commit()?;
+    Ok(())
+}
+
+type LogTables<'t> = HashMap<(u64, u32), Table<'t, u64, &'static [u8]>>;
+
+/// Applies one round of jobs in one transaction. Returns whether a Stop job was seen.
+fn round(
+    db: &Database,
+    state: &mut WriterState,
+    catalog: &RwLock<Arc<Catalog>>,
+    jobs: Vec<Job>,
+    immediate: bool,
+) -> bool {
+    let started = Instant::now();
+    let job_count = jobs.len();
+    let mut pending = Vec::with_capacity(jobs.len());
+    let mut stop_reply = None;
+    let mut touched = BTreeSet::new();
+    let mut metadata_changed = false;
+    let outcome = (|| -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        if !immediate {
+            txn.set_durability(redb::Durability::None).map_err(|e| StoreError::Storage(e.to_string()))?;
+        }
+        {
+            let mut tables: LogTables<'_> = HashMap::new();
+            for job in jobs {
+                if stop_reply.is_some() {
+                    refuse(job, StoreError::ShuttingDown);
+                    continue;
+                }
+                match job {
+                    Job::Append { topic, topic_id, partition, batch, reply } => {
+                        let r = append(&txn, &mut tables, state, &topic, topic_id, partition, &batch);
+                        match r {
+                            Ok(base) => {
+                                touched.insert((topic, partition));
+                                pending.push(Pending::Offset(reply, Ok(base)));
+                            }
+                            Err(e @ StoreError::Storage(_)) => {
+                                pending.push(Pending::Offset(reply, Err(e.clone())));
+                                return Err(e);
+                            }
+                            Err(e) => pending.push(Pending::Offset(reply, Err(e))),
+                        }
+                    }
+                    Job::CreateTopic { config, reply } => {
+                        tables.clear();
+                        let r = create_topic(&txn, state, config);
+                        metadata_changed |= r.is_ok();
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Config(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("create topic failed".into()));
+                        }
+                    }
+                    Job::DeleteTopic { name, reply } => {
+                        tables.clear();
+                        let r = delete_topic(&txn, state, &name);
+                        metadata_changed |= r.is_ok();
+                        touched.retain(|(t, _)| t != &name);
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Unit(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("delete topic failed".into()));
+                        }
+                    }
+                    Job::AddPartitions { name, count, reply } => {
+                        tables.clear();
+                        let r = add_partitions(&txn, state, &name, count);
+                        metadata_changed |= r.is_ok();
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Config(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("add partitions failed".into()));
+                        }
+                    }
+                    Job::Retention { now_ms, reply } => {
+                        tables.clear();
+                        let r = retention(&txn, state, now_ms, &mut touched);
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Count(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("retention failed".into()));
+                        }
+                    }
+                    Job::Stop { reply } => stop_reply = Some(reply),
+                }
+            }
+            let mut parts = txn.open_table(PARTITIONS)?;
+            for (topic, p) in &touched {
+                if let Some(t) = state.topics.get(topic) {
+                    let o = t.parts[*p as usize];
+                    parts.insert((t.config.id, *p), (o.log_start, o.log_end, o.size_bytes))?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => {
+            if metadata_changed {
+                let old = catalog.read().expect("catalog lock poisoned").clone();
+                let new = Arc::new(state.build_catalog(&old));
+                *catalog.write().expect("catalog lock poisoned") = new;
+            } else {
+                let current = catalog.read().expect("catalog lock poisoned").clone();
+                for (topic, p) in &touched {
+                    if let (Some(t), Some(shared)) = (state.topics.get(topic), current.get(topic)) {
+                        shared.partitions[*p as usize].publish(t.parts[*p as usize]);
+                    }
+                }
+            }
+            for p in pending {
+                p.send();
+            }
+            debug!(jobs = job_count, elapsed_us = started.elapsed().as_micros() as u64, immediate, "group commit");
+        }
+        Err(e) => {
+            error!(error = %e, "write transaction failed; nothing in it was acknowledged");
+            let err = match e {
+                StoreError::Storage(_) => e,
+                other => StoreError::Storage(other.to_string()),
+            };
+            for p in pending {
+                p.fail_if_ok(&err).send();
+            }
+            match WriterState::load(db) {
+                Ok(reloaded) => *state = reloaded,
+                Err(e) => error!(error = %e, "cannot reload store state after a failed commit"),
+            }
+        }
+    }
+    if let Some(reply) = stop_reply {
+        let _ = reply.send(Ok(()));
+        return true;
+    }
+    false
+}
+
+fn log_table<'t, 'm>(
+    txn: &'t WriteTransaction,
+    tables: &'m mut LogTables<'t>,
+    topic_id: u64,
+    partition: u32,
+) -> Result<&'m mut Table<'t, u64, &'static [u8]>, StoreError> {
+    use std::collections::hash_map::Entry;
+    Ok(match tables.entry((topic_id, partition)) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(v) => {
+            let name = log_table_name(topic_id, partition);
+            v.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(&name))?)
+        }
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append<'t>(
+    txn: &'t WriteTransaction,
+    tables: &mut LogTables<'t>,
+    state: &mut WriterState,
+    topic: &str,
+    topic_id: u64,
+    partition: u32,
+    batch: &Bytes,
+) -> Result<u64, StoreError> {
+    let t = state
+        .topics
+        .get_mut(topic)
+        .filter(|t| t.config.id == topic_id)
+        .ok_or_else(|| StoreError::UnknownTopic(topic.to_string()))?;
+    let count = t.config.partitions;
+    let p = t.parts.get_mut(partition as usize).ok_or_else(|| StoreError::UnknownPartition {
+        topic: topic.to_string(),
+        partition,
+        count,
+    })?;
+    let info = batch_info(batch).map_err(|e| StoreError::Storage(format!("unvalidated batch reached the log: {e}")))?;
+    debug_assert_eq!(info.length as usize, batch.len());
+    debug_assert!(info.record_count > 0);
+    let base = p.log_end;
+    let table = log_table(txn, tables, topic_id, partition)?;
+    let mut slot = table.insert_reserve(base, batch.len())?;
+    let dest: &mut [u8] = slot.as_mut();
+    dest.copy_from_slice(batch);
+    stamp_base_offset(dest, base);
+    drop(slot);
+    p.log_end += u64::from(info.record_count);
+    p.size_bytes += batch.len() as u64;
+    Ok(base)
+}
+
+fn write_config(txn: &WriteTransaction, config: &TopicConfig) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(config).map_err(|e| StoreError::Storage(e.to_string()))?;
+    txn.open_table(TOPICS)?.insert(config.name.as_str(), json.as_slice())?;
+    Ok(())
+}
+
+fn init_partitions(txn: &WriteTransaction, topic_id: u64, range: std::ops::Range<u32>) -> Result<(), StoreError> {
+    let mut parts = txn.open_table(PARTITIONS)?;
+    for p in range {
+        parts.insert((topic_id, p), (0u64, 0u64, 0u64))?;
+        let name = log_table_name(topic_id, p);
+        txn.open_table(TableDefinition::<u64, &[u8]>::new(&name))?;
+    }
+    Ok(())
+}
+
+fn create_topic(txn: &WriteTransaction, state: &mut WriterState, mut config: TopicConfig) -> Result<TopicConfig, StoreError> {
+    if state.topics.contains_key(&config.name) {
+        return Err(StoreError::TopicExists(config.name));
+    }
+    config.id = state.next_topic_id;
+    state.next_topic_id += 1;
+    txn.open_table(META)?.insert("next_topic_id", state.next_topic_id)?;
+    write_config(txn, &config)?;
+    init_partitions(txn, config.id, 0..config.partitions)?;
+    let parts = vec![PartitionOffsets { log_start: 0, log_end: 0, size_bytes: 0 }; config.partitions as usize];
+    state.topics.insert(config.name.clone(), WTopic { config: config.clone(), parts });
+    info!(topic = %config.name, partitions = config.partitions, "topic created");
+    Ok(config)
+}
+
+fn delete_topic(txn: &WriteTransaction, state: &mut WriterState, name: &str) -> Result<(), StoreError> {
+    let t = state.topics.get(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string()))?;
+    let id = t.config.id;
+    let mut parts = txn.open_table(PARTITIONS)?;
+    for p in 0..t.config.partitions {
+        parts.remove((id, p))?;
+        let table = log_table_name(id, p);
+        txn.delete_table(TableDefinition::<u64, &[u8]>::new(&table))?;
+    }
+    txn.open_table(TOPICS)?.remove(name)?;
+    state.topics.remove(name);
+    info!(topic = %name, "topic deleted");
+    Ok(())
+}
+
+fn add_partitions(txn: &WriteTransaction, state: &mut WriterState, name: &str, count: u32) -> Result<TopicConfig, StoreError> {
+    let t = state.topics.get_mut(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string()))?;
+    let current = t.config.partitions;
+    if count <= current {
+        return Err(StoreError::InvalidPartitions(format!(
+            "topic '{name}' has {current} partitions; the count can only grow (asked for {count})"
+        )));
+    }
+    let mut config = t.config.clone();
+    config.partitions = count;
+    write_config(txn, &config)?;
+    init_partitions(txn, config.id, current..count)?;
+    t.parts.resize(count as usize, PartitionOffsets { log_start: 0, log_end: 0, size_bytes: 0 });
+    t.config = config.clone();
+    info!(topic = %name, from = current, to = count, "partitions added");
+    Ok(config)
+}
+
+/// Deletes whole batches from the front of each partition while they are older
+/// than the topic's retention time or the partition is over its retention size.
+fn retention(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    now_ms: i64,
+    touched: &mut BTreeSet<(String, u32)>,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for (name, t) in state.topics.iter_mut() {
+        let (by_time, by_bytes) = (t.config.retention_ms, t.config.retention_bytes);
+        if by_time.is_none() && by_bytes.is_none() {
+            continue;
+        }
+        let cutoff = by_time.map(|ms| now_ms.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)));
+        for (p, offsets) in t.parts.iter_mut().enumerate() {
+            let table_name = log_table_name(t.config.id, p as u32);
+            let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&table_name))?;
+            loop {
+                let Some((key, value)) = table.first()? else { break };
+                let base = key.value();
+                let info = batch_info(value.value()).map_err(|e| StoreError::Storage(e.to_string()))?;
+                drop((key, value));
+                let expired = cutoff.is_some_and(|c| info.max_timestamp < c);
+                let oversized = by_bytes.is_some_and(|max| offsets.size_bytes > max);
+                if !(expired || oversized) {
+                    break;
+                }
+                table.remove(base)?;
+                offsets.log_start = base + u64::from(info.record_count);
+                offsets.size_bytes -= u64::from(info.length);
+                deleted += 1;
+                touched.insert((name.clone(), p as u32));
+            }
+            debug_assert!(offsets.log_start <= offsets.log_end);
+        }
+    }
+    if deleted > 0 {
+        info!(batches = deleted, "retention deleted old batches");
+    }
+    Ok(deleted)
+}
