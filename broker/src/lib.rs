@@ -4,6 +4,18 @@
 //! * [`tls`]: the broker's certificate (generated on first start).
 //! * [`server`]: the QUIC endpoint, connection and stream handling, request dispatch.
 //! * [`broker`]: wiring of the above into a running broker with clean shutdown.
-//! * [`cli`]: the `eddy` command line.
 
+pub mod broker;
+pub mod server;
 pub mod store;
+pub mod tls;
+
+pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_PORT};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

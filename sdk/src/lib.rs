@@ -1,1 +1,49 @@
+//! eddy-sdk: the async Rust client of Eddy, over QUIC (quinn + rustls, ALPN `eddy/1`).
+//!
+//! * [`client`]: [`Client`], one shared QUIC connection to a broker, TLS
+//!   verification against a CA file, one stream per request, transparent
+//!   reconnection; [`ClientConfig`].
+//! * [`admin`]: [`Admin`], topic creation, listing, description, growth,
+//!   deletion and offset lookup.
+//! * [`producer`]: [`Producer`], batching per partition with linger, Kafka's
+//!   key partitioner, sticky partitioning of keyless records, pipelined
+//!   produce requests on one ordered stream.
+//! * [`consumer`]: [`Consumer`], per-partition long-poll fetching with
+//!   prefetch, zero-copy record decoding, offset reset policies.
+//! * [`error`]: [`ClientError`], the one error type of every call.
+//!
+//! The wire types live in [`protocol`] (the `eddy-protocol` crate).
+//!
+//! ```no_run
+//! use eddy_sdk::{Admin, Client, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+//! # async fn demo() -> Result<(), eddy_sdk::ClientError> {
+//! let client = Client::connect(ClientConfig::new("127.0.0.1:9092").ca_file("ca.pem")).await?;
+//! Admin::new(client.clone()).create_topic(NewTopic::new("events", 3)).await?;
+//! let producer = Producer::new(client, ProducerConfig::default()).await?;
+//! let meta = producer.send_and_wait(ProducerRecord::new("events", "hello").key("k")).await?;
+//! println!("stored at {}/{:?}", meta.partition, meta.offset);
+//! producer.close().await
+//! # }
+//! ```
 
+pub use eddy_protocol as protocol;
+
+pub mod admin;
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+
+#[cfg(test)]
+mod test_broker;
+
+pub use admin::{Admin, NewTopic};
+pub use client::{Client, ClientConfig};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
+pub use eddy_protocol::batch::Header;
+pub use eddy_protocol::messages::{
+    Acks, MetadataResponse, OffsetSpec, PartitionMetadata, TopicMetadata,
+};
+pub use eddy_protocol::ErrorCode;
+pub use error::ClientError;
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

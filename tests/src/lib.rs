@@ -1,1 +1,187 @@
+//! Harness for end-to-end tests: starts the real `eddy` binary on 127.0.0.1 with
+//! a temporary data directory, connects SDK clients to it, and kills or
+//! restarts it.
+//!
+//! The binary is `$EDDY_BIN` (set by `cargo xtask test`), else `eddy` next to
+//! the test executable's target directory.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use eddy_sdk::{Client, ClientConfig};
+
+/// Path of the `eddy` binary under test.
+pub fn eddy_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("EDDY_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>/eddy
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    profile_dir.join("eddy")
+}
+
+/// A broker process owned by a test. Killed when dropped.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    dir: PathBuf,
+    _tempdir: Option<tempfile::TempDir>,
+    addr: SocketAddr,
+    extra_args: Vec<String>,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a free port with a new temporary data directory.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start) with extra `eddy broker` arguments.
+    pub fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let tempdir = tempfile::Builder::new().prefix("eddy-test-").tempdir()?;
+        let dir = tempdir.path().to_path_buf();
+        let mut broker = Self {
+            child: None,
+            dir,
+            _tempdir: Some(tempdir),
+            addr: "127.0.0.1:0".parse()?,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let addr_file = self.dir.join("broker.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("broker.log"))?;
+        let bin = eddy_bin();
+        let child = Command::new(&bin)
+            .args(["broker", "--data-dir"])
+            .arg(&self.dir)
+            .args(["--listen", &self.addr.to_string()])
+            .args(&self.extra_args)
+            .env("EDDY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} (build it with `cargo build -p eddy-broker`)", bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                if let Ok(addr) = text.trim().parse() {
+                    self.addr = addr;
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("broker exited with {status} during start; log:\n{}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("broker did not start within 30 s; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA file clients trust.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// A client configuration for this broker.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(self.addr.to_string()).ca_file(self.ca())
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.client_config()).await?)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills the broker with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the exit status.
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else { bail!("broker is not running") };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("broker did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same address and data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Runs the `eddy` CLI against this broker with `stdin` as input.
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+        use std::io::Write;
+        let mut child = Command::new(eddy_bin())
+            .args(args)
+            .args(["--broker", &self.addr.to_string(), "--ca"])
+            .arg(self.ca())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().expect("piped stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output()?;
+        let _ = writer.join();
+        Ok(out)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

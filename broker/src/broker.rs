@@ -1,0 +1,189 @@
+//! A running broker: opens the store, loads or makes the TLS identity, serves
+//! QUIC, enforces retention in the background, and shuts down cleanly.
+//!
+//! Shutdown order: stop accepting connections and streams, let in-flight
+//! requests finish (long polls return early), commit everything queued, close
+//! the database, close the endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::server::handlers::{HandlerConfig, Handlers};
+use crate::store::{store_path, DurabilityPolicy, Store, StoreConfig, StoreError};
+use crate::tls::{self, TlsError};
+use eddy_protocol::limits::{DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES, MAX_FRAME_BYTES};
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This broker's id.
+    pub broker_id: u32,
+    /// Directory for the database and TLS files.
+    pub data_dir: PathBuf,
+    /// UDP address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Address clients should use, if different from the bound address.
+    pub advertised_addr: Option<String>,
+    /// Certificate and key to use instead of the generated ones.
+    pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// When acknowledged writes reach the disk.
+    pub durability: DurabilityPolicy,
+    /// Largest batch accepted.
+    pub max_batch_bytes: u32,
+    /// Largest record accepted.
+    pub max_record_bytes: u32,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+}
+
+/// The default client port.
+pub const DEFAULT_PORT: u16 = 9400;
+
+impl BrokerConfig {
+    /// Defaults for a single local broker with data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            broker_id: 1,
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            advertised_addr: None,
+            tls_cert: None,
+            durability: DurabilityPolicy::EveryCommit,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            retention_check_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a broker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The data directory or database could not be opened.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// The TLS identity could not be loaded or generated.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A broker serving requests. Dropping it without [`Broker::shutdown`] leaves
+/// the tasks running until the runtime ends.
+pub struct Broker {
+    local_addr: SocketAddr,
+    ca_path: PathBuf,
+    store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    retention: JoinHandle<()>,
+}
+
+impl Broker {
+    /// Opens storage, binds the endpoint and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
+        if config.max_batch_bytes == 0 || config.max_batch_bytes > MAX_FRAME_BYTES / 2 {
+            return Err(BrokerError::Config(format!(
+                "max batch bytes {} must be between 1 and {}",
+                config.max_batch_bytes,
+                MAX_FRAME_BYTES / 2
+            )));
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
+        let identity = match &config.tls_cert {
+            Some((cert, key)) => tls::load(cert, key)?,
+            None => {
+                let mut names = Vec::new();
+                if !config.listen.ip().is_unspecified() {
+                    names.push(config.listen.ip().to_string());
+                }
+                if let Some(adv) = &config.advertised_addr {
+                    if let Some((host, _)) = adv.rsplit_once(':') {
+                        names.push(host.trim_matches(['[', ']']).to_string());
+                    }
+                }
+                tls::load_or_generate(&config.data_dir, &names)?
+            }
+        };
+        let server_tls = tls::server_config(&identity)?;
+        let store = Arc::new(Store::open(StoreConfig {
+            path: store_path(&config.data_dir),
+            durability: config.durability,
+        })?);
+        let endpoint = crate::server::endpoint(config.listen, server_tls)
+            .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
+        let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let handlers = Arc::new(Handlers::new(
+            store.clone(),
+            HandlerConfig {
+                broker_id: config.broker_id,
+                advertised_addr: config.advertised_addr.clone().unwrap_or_else(|| local_addr.to_string()),
+                max_batch_bytes: config.max_batch_bytes,
+                max_record_bytes: config.max_record_bytes,
+            },
+            shutdown_rx.clone(),
+        ));
+        let server = tokio::spawn(crate::server::serve(endpoint, handlers, shutdown_rx.clone()));
+        let retention = tokio::spawn(retention_loop(store.clone(), config.retention_check_interval, shutdown_rx));
+        // Tests and scripts started with port 0 read the bound address here.
+        let addr_file = config.data_dir.join("broker.addr");
+        if let Err(e) = std::fs::write(&addr_file, local_addr.to_string()) {
+            warn!(file = %addr_file.display(), error = %e, "cannot write the address file");
+        }
+        crate::server::announce(config.broker_id, local_addr, &identity.ca_path);
+        Ok(Self { local_addr, ca_path: identity.ca_path, store, shutdown, server, retention })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The CA certificate clients must trust.
+    pub fn ca_path(&self) -> &std::path::Path {
+        &self.ca_path
+    }
+
+    /// The broker's store (for embedding and tests).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Stops accepting work, finishes in-flight requests, commits and closes.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        let _ = self.retention.await;
+        self.store.close().await;
+        info!("shutdown complete");
+    }
+}
+
+async fn retention_loop(store: Arc<Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now_ms = crate::now_ms();
+        if let Err(e) = store.enforce_retention(now_ms).await {
+            warn!(error = %e, "retention pass failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Command-line definitions (clap) and dispatch to one module per command family.
+
+mod bench;
+mod common;
+mod consume;
+mod produce;
+mod serve;
+mod topic;
+
+use clap::{Parser, Subcommand};
+
+pub use common::ClientArgs;
+
+/// Eddy: a WebAssembly-extensible stream-processing platform.
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker.
+    Broker(serve::BrokerArgs),
+    /// Run a single-node broker with development defaults.
+    Dev(serve::DevArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce one record per line of standard input.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Measure throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+impl Cli {
+    /// Log filter when EDDY_LOG is unset: servers log their progress, client
+    /// commands only warnings.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Broker(_) | Command::Dev(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Broker(args) => serve::broker(args).await,
+        Command::Dev(args) => serve::dev(args).await,
+        Command::Topic(cmd) => topic::run(cmd).await,
+        Command::Produce(args) => produce::run(args).await,
+        Command::Consume(args) => consume::run(args).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+    }
+}

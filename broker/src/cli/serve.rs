@@ -1,0 +1,129 @@
+//! `eddy broker` and `eddy dev`: run a broker until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use eddy_broker::store::DurabilityPolicy;
+use eddy_broker::{Broker, BrokerConfig};
+
+use super::common::dev_data_dir;
+
+/// Options of `eddy broker`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Directory for the database and TLS files.
+    #[arg(long, default_value = "eddy-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    common: ServeArgs,
+}
+
+/// Options of `eddy dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory for the database and TLS files (default: ~/.local/share/eddy/dev or $EDDY_DEV_DIR).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    common: ServeArgs,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// UDP address to listen on (port 0 picks a free port; see <data-dir>/broker.addr).
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// This broker's id.
+    #[arg(long, default_value_t = 1)]
+    id: u32,
+    /// Cluster members as ID@HOST:PORT,... (a single-node broker lists only itself or nothing).
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Address clients should use to reach this broker.
+    #[arg(long)]
+    advertised_addr: Option<String>,
+    /// PEM certificate chain to serve instead of the generated one (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// fsync at most every this many ms instead of before every acknowledgement.
+    /// Relaxed: records acknowledged in the last interval can be lost on a crash.
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// Largest record batch accepted, in bytes.
+    #[arg(long, default_value_t = eddy_sdk::protocol::limits::DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: u32,
+    /// Largest single record accepted, in bytes.
+    #[arg(long, default_value_t = eddy_sdk::protocol::limits::DEFAULT_MAX_RECORD_BYTES)]
+    max_record_bytes: u32,
+    /// How often retention deletes expired batches, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    retention_check_ms: u64,
+}
+
+impl ServeArgs {
+    fn config(&self, data_dir: PathBuf) -> anyhow::Result<BrokerConfig> {
+        let others: Vec<&String> = self.peers.iter().filter(|p| !p.starts_with(&format!("{}@", self.id))).collect();
+        if !others.is_empty() {
+            anyhow::bail!(
+                "--peers names other brokers ({}), but this build runs single-node brokers only; \
+                 replication arrives with the cluster release",
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+            );
+        }
+        let mut config = BrokerConfig::new(data_dir);
+        config.broker_id = self.id;
+        config.listen = self.listen;
+        config.advertised_addr = self.advertised_addr.clone();
+        config.tls_cert = self.tls_cert.clone().zip(self.tls_key.clone());
+        config.durability = match self.flush_interval_ms {
+            None | Some(0) => DurabilityPolicy::EveryCommit,
+            Some(ms) => DurabilityPolicy::Interval(Duration::from_millis(ms)),
+        };
+        config.max_batch_bytes = self.max_batch_bytes;
+        config.max_record_bytes = self.max_record_bytes;
+        config.retention_check_interval = Duration::from_millis(self.retention_check_ms.max(10));
+        Ok(config)
+    }
+}
+
+/// Runs a broker until SIGINT/SIGTERM.
+pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
+    serve(args.common.config(args.data_dir)?).await
+}
+
+/// Runs a development broker until SIGINT/SIGTERM.
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(dev_data_dir);
+    serve(args.common.config(data_dir)?).await
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let broker = Broker::start(config.clone()).await.with_context(|| format!("starting broker in {}", config.data_dir.display()))?;
+    eprintln!(
+        "eddy broker {} listening on {} (data: {}, CA: {})",
+        config.broker_id,
+        broker.local_addr(),
+        config.data_dir.display(),
+        broker.ca_path().display()
+    );
+    wait_for_signal().await?;
+    broker.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
