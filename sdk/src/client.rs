@@ -369,6 +369,22 @@ impl Client {
         error::decode_response::<R::Response>(code, payload)
     }
 
+    /// Closes the connection (code 0) and waits briefly (at most one second)
+    /// for the broker to learn of it, so that a short-lived program leaves no
+    /// half-open connection behind. Later calls on any clone reconnect.
+    pub async fn close(&self) {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(conn) = conn {
+            conn.close(0u32.into(), b"client closed");
+            let _ = timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+        }
+    }
+
     /// Opens a bidirectional stream on the connection, reconnecting first if
     /// the connection was lost. Used by the producer for its pipelined stream.
     pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {

@@ -47,3 +47,37 @@ pub use eddy_protocol::messages::{
 pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn is_send_sync<T: Send + Sync>() {}
+    fn is_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn handles_can_move_between_tasks() {
+        is_send_sync::<Client>();
+        is_send_sync::<Admin>();
+        is_send_sync::<Producer>();
+        is_send_sync::<Consumer>();
+        is_send_sync::<DeliveryFuture>();
+        is_send_sync::<ClientError>();
+    }
+
+    /// Type-checked only: every async method's future can be spawned.
+    #[allow(dead_code)]
+    fn futures_are_send(client: Client, producer: Producer, mut consumer: Consumer, admin: Admin) {
+        is_send(&Client::connect(ClientConfig::new("x:1")));
+        is_send(&client.request(&protocol::messages::MetadataRequest { topics: None }));
+        is_send(&client.open_stream());
+        is_send(&admin.create_topic(NewTopic::new("t", 1)));
+        is_send(&producer.send(ProducerRecord::new("t", "v")));
+        is_send(&producer.flush());
+        is_send(&producer.clone().close());
+        is_send(&consumer.assign_all("t", StartOffset::Earliest));
+        is_send(&consumer.poll(Duration::ZERO));
+    }
+}

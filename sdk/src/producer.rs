@@ -4,7 +4,7 @@
 //! [`Producer::send`] only enqueues a record on a bounded queue (waiting when
 //! it is full, which is the backpressure) and returns a [`DeliveryFuture`]. A
 //! background task owns everything else: the partitioner and per-partition
-//! batches ([`batcher`], a state machine with no I/O), a per-topic partition
+//! batches (the `batcher` module, a state machine with no I/O), a per-topic partition
 //! count cache, and one bidirectional stream on which it writes produce
 //! requests back to back, up to `max_in_flight` unanswered. The broker answers
 //! them in order, so per-partition order holds under pipelining; a reader task

@@ -465,9 +465,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ClientError::Tls { .. }), "{err}");
         assert!(err.to_string().contains("--ca"), "{err}");
+        eprintln!("wrong CA: {err}");
         let err = Client::connect(b.config().server_name("eddy.example"))
             .await
             .unwrap_err();
+        eprintln!("wrong name: {err}");
         assert!(matches!(err, ClientError::Tls { .. }), "{err}");
         // The right CA works, by IP and by name.
         Admin::new(connect(&b).await).list_topics().await.unwrap();
@@ -488,6 +490,7 @@ mod tests {
             .connect_timeout(Duration::from_millis(300));
         let err = Client::connect(cfg).await.unwrap_err();
         assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+        eprintln!("silent port: {err}");
     }
 
     #[tokio::test]
@@ -717,6 +720,9 @@ mod tests {
             .send_and_wait(ProducerRecord::new("r", "after"))
             .await
             .unwrap();
+        // A closed client reconnects on its next call.
+        client.close().await;
+        assert_eq!(admin.list_topics().await.unwrap().len(), 1);
         assert_eq!(meta.offset, Some(1));
         producer.close().await.unwrap();
     }
