@@ -118,10 +118,8 @@ impl Broker {
             }
         };
         let server_tls = tls::server_config(&identity)?;
-        let store = Arc::new(Store::open(StoreConfig {
-            path: store_path(&config.data_dir),
-            durability: config.durability,
-        })?);
+        let store =
+            Arc::new(Store::open(StoreConfig { path: store_path(&config.data_dir), durability: config.durability })?);
         let endpoint = crate::server::endpoint(config.listen, server_tls)
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;

@@ -72,7 +72,8 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsIdentity, TlsError> {
     if chain.is_empty() {
         return Err(TlsError::Pem { path: cert.into(), reason: "no certificate found".into() });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem { path: key.into(), reason: e.to_string() })?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem { path: key.into(), reason: e.to_string() })?;
     Ok(TlsIdentity { chain, key, ca_path: cert.to_path_buf() })
 }
 
@@ -95,7 +96,8 @@ fn generate(dir: &Path, extra_names: &[String]) -> Result<(), TlsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.distinguished_name.push(DnType::CommonName, "Eddy local CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca_key_pem = ca_key.serialize_pem();

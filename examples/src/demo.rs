@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use eddy_broker::{Broker, BrokerConfig};
-use eddy_sdk::{Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, StartOffset};
+use eddy_sdk::{
+    Admin, Client, ClientConfig, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    StartOffset,
+};
 
 const TOPIC: &str = "demo.greetings";
 const RECORDS: usize = 1_000;
@@ -31,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
             let mut config = BrokerConfig::new(tempdir.path());
             config.listen = "127.0.0.1:0".parse()?;
             let broker = Broker::start(config).await.context("starting the embedded broker")?;
-            println!("[1/4] embedded Eddy broker listening on {} (data in {})", broker.local_addr(), tempdir.path().display());
+            println!(
+                "[1/4] embedded Eddy broker listening on {} (data in {})",
+                broker.local_addr(),
+                tempdir.path().display()
+            );
             let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path());
             (Some(broker), client)
         }

@@ -2,8 +2,8 @@
 //! look up partition offsets. Each call is one request on the shared [`Client`].
 
 use eddy_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, OffsetSpec, TopicMetadata,
+    CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, OffsetSpec, TopicMetadata,
 };
 use eddy_protocol::ErrorCode;
 
@@ -28,13 +28,7 @@ pub struct NewTopic {
 impl NewTopic {
     /// A topic with `partitions` partitions, replication factor 1 and no retention limit.
     pub fn new(name: impl Into<String>, partitions: u32) -> Self {
-        Self {
-            name: name.into(),
-            partitions,
-            replication_factor: 1,
-            retention_ms: None,
-            retention_bytes: None,
-        }
+        Self { name: name.into(), partitions, replication_factor: 1, retention_ms: None, retention_bytes: None }
     }
 
     /// Sets the replication factor.
@@ -89,12 +83,7 @@ impl Admin {
 
     /// One topic's metadata; an `UnknownTopic` broker error if it does not exist.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicMetadata, ClientError> {
-        let resp = self
-            .client
-            .request(&MetadataRequest {
-                topics: Some(vec![name.to_string()]),
-            })
-            .await?;
+        let resp = self.client.request(&MetadataRequest { topics: Some(vec![name.to_string()]) }).await?;
         find_topic(resp, name)
     }
 
@@ -105,41 +94,19 @@ impl Admin {
 
     /// Grows topic `name` to `count` partitions and returns its new metadata.
     /// Shrinking is refused by the broker (`InvalidPartitions`).
-    pub async fn create_partitions(
-        &self,
-        name: &str,
-        count: u32,
-    ) -> Result<TopicMetadata, ClientError> {
-        self.client
-            .request(&CreatePartitionsRequest {
-                name: name.to_string(),
-                count,
-            })
-            .await
+    pub async fn create_partitions(&self, name: &str, count: u32) -> Result<TopicMetadata, ClientError> {
+        self.client.request(&CreatePartitionsRequest { name: name.to_string(), count }).await
     }
 
     /// Deletes topic `name` and all its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        self.client
-            .request(&DeleteTopicRequest {
-                name: name.to_string(),
-            })
-            .await?;
+        self.client.request(&DeleteTopicRequest { name: name.to_string() }).await?;
         Ok(())
     }
 
     /// The earliest (log start) or latest (log end) offset of a partition.
-    pub async fn list_offset(
-        &self,
-        topic: &str,
-        partition: u32,
-        spec: OffsetSpec,
-    ) -> Result<u64, ClientError> {
-        let req = ListOffsetsRequest {
-            topic: topic.to_string(),
-            partition,
-            spec,
-        };
+    pub async fn list_offset(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<u64, ClientError> {
+        let req = ListOffsetsRequest { topic: topic.to_string(), partition, spec };
         Ok(self.client.request(&req).await?.offset)
     }
 }
@@ -149,12 +116,7 @@ pub(crate) fn find_topic(resp: MetadataResponse, name: &str) -> Result<TopicMeta
     resp.topics
         .into_iter()
         .find(|t| t.name == name)
-        .ok_or_else(|| {
-            ClientError::broker(
-                ErrorCode::UnknownTopic,
-                format!("topic {name} does not exist"),
-            )
-        })
+        .ok_or_else(|| ClientError::broker(ErrorCode::UnknownTopic, format!("topic {name} does not exist")))
 }
 
 #[cfg(test)]
@@ -164,31 +126,14 @@ mod tests {
     #[test]
     fn new_topic_defaults_and_builders() {
         let t = NewTopic::new("t", 3);
-        assert_eq!(
-            (
-                t.partitions,
-                t.replication_factor,
-                t.retention_ms,
-                t.retention_bytes
-            ),
-            (3, 1, None, None)
-        );
-        let t = t
-            .replication_factor(3)
-            .retention_ms(1000)
-            .retention_bytes(1 << 20);
-        assert_eq!(
-            (t.replication_factor, t.retention_ms, t.retention_bytes),
-            (3, Some(1000), Some(1 << 20))
-        );
+        assert_eq!((t.partitions, t.replication_factor, t.retention_ms, t.retention_bytes), (3, 1, None, None));
+        let t = t.replication_factor(3).retention_ms(1000).retention_bytes(1 << 20);
+        assert_eq!((t.replication_factor, t.retention_ms, t.retention_bytes), (3, Some(1000), Some(1 << 20)));
     }
 
     #[test]
     fn missing_topic_in_metadata_is_unknown_topic() {
-        let resp = MetadataResponse {
-            brokers: vec![],
-            topics: vec![],
-        };
+        let resp = MetadataResponse { brokers: vec![], topics: vec![] };
         let err = find_topic(resp, "nope").unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::UnknownTopic));
     }

@@ -108,9 +108,7 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("broker", &self.inner.config.broker)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("broker", &self.inner.config.broker).finish_non_exhaustive()
     }
 }
 
@@ -136,8 +134,7 @@ pub(crate) fn host_of(broker: &str) -> Result<&str, ClientError> {
 fn root_store(config: &ClientConfig) -> Result<rustls::RootCertStore, ClientError> {
     let path = config.ca_file.as_ref().ok_or_else(|| {
         ClientError::Config(
-            "a CA certificate is required to verify the broker: pass --ca FILE or set EDDY_CA"
-                .to_string(),
+            "a CA certificate is required to verify the broker: pass --ca FILE or set EDDY_CA".to_string(),
         )
     })?;
     let shown = path.display();
@@ -145,16 +142,11 @@ fn root_store(config: &ClientConfig) -> Result<rustls::RootCertStore, ClientErro
         .map_err(|e| ClientError::Config(format!("cannot read CA file {shown}: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
-        let cert =
-            cert.map_err(|e| ClientError::Config(format!("cannot parse CA file {shown}: {e}")))?;
-        roots.add(cert).map_err(|e| {
-            ClientError::Config(format!("unusable certificate in CA file {shown}: {e}"))
-        })?;
+        let cert = cert.map_err(|e| ClientError::Config(format!("cannot parse CA file {shown}: {e}")))?;
+        roots.add(cert).map_err(|e| ClientError::Config(format!("unusable certificate in CA file {shown}: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(ClientError::Config(format!(
-            "CA file {shown} contains no PEM certificate"
-        )));
+        return Err(ClientError::Config(format!("CA file {shown} contains no PEM certificate")));
     }
     Ok(roots)
 }
@@ -184,47 +176,30 @@ fn quic_config(roots: rustls::RootCertStore) -> Result<quinn::ClientConfig, Clie
 async fn resolve(broker: &str) -> Result<Vec<SocketAddr>, ClientError> {
     let addrs = tokio::net::lookup_host(broker)
         .await
-        .map_err(|e| ClientError::Connect {
-            addr: broker.to_string(),
-            reason: format!("cannot resolve: {e}"),
-        })?;
+        .map_err(|e| ClientError::Connect { addr: broker.to_string(), reason: format!("cannot resolve: {e}") })?;
     let mut addrs: Vec<SocketAddr> = addrs.collect();
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
     if addrs.is_empty() {
-        return Err(ClientError::Connect {
-            addr: broker.to_string(),
-            reason: "name resolved to no address".into(),
-        });
+        return Err(ClientError::Connect { addr: broker.to_string(), reason: "name resolved to no address".into() });
     }
     Ok(addrs)
 }
 
 /// Reads one response frame. `Ok(None)` means the broker finished the stream
 /// cleanly at a frame boundary.
-pub(crate) async fn read_response_frame(
-    recv: &mut quinn::RecvStream,
-) -> Result<Option<(u16, Bytes)>, ClientError> {
+pub(crate) async fn read_response_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u16, Bytes)>, ClientError> {
     let mut len_buf = [0u8; LENGTH_BYTES];
     let mut got = 0;
     while got < LENGTH_BYTES {
-        match recv
-            .read(&mut len_buf[got..])
-            .await
-            .map_err(error::read_error)?
-        {
+        match recv.read(&mut len_buf[got..]).await.map_err(error::read_error)? {
             Some(n) => got += n,
             None if got == 0 => return Ok(None),
-            None => {
-                return Err(ClientError::Transport(
-                    "broker closed the stream inside a frame".into(),
-                ))
-            }
+            None => return Err(ClientError::Transport("broker closed the stream inside a frame".into())),
         }
     }
     let len = u32::from_le_bytes(len_buf);
-    frame::check_length(len, RESPONSE_HEADER_BYTES)
-        .map_err(|e| ClientError::Decode(e.to_string()))?;
+    frame::check_length(len, RESPONSE_HEADER_BYTES).map_err(|e| ClientError::Decode(e.to_string()))?;
     let len = len as usize;
     let mut body: Option<BytesMut> = None;
     let mut have = 0;
@@ -233,9 +208,7 @@ pub(crate) async fn read_response_frame(
             .read_chunk(len - have, true)
             .await
             .map_err(error::read_error)?
-            .ok_or_else(|| {
-                ClientError::Transport("broker closed the stream inside a frame".into())
-            })?;
+            .ok_or_else(|| ClientError::Transport("broker closed the stream inside a frame".into()))?;
         if body.is_none() && chunk.bytes.len() == len {
             // The whole body arrived in one piece: keep it without copying.
             return split(chunk.bytes).map(Some);
@@ -266,28 +239,20 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let default_name = host_of(&config.broker)?.to_string();
         let server_name = config.server_name.clone().unwrap_or(default_name);
-        rustls_pki_types::ServerName::try_from(server_name.as_str()).map_err(|_| {
-            ClientError::Config(format!("{server_name:?} is not a valid TLS server name"))
-        })?;
+        rustls_pki_types::ServerName::try_from(server_name.as_str())
+            .map_err(|_| ClientError::Config(format!("{server_name:?} is not a valid TLS server name")))?;
         let quic = quic_config(root_store(&config)?)?;
         let addrs = match timeout(config.connect_timeout, resolve(&config.broker)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(ClientError::Connect {
                     addr: config.broker.clone(),
-                    reason: format!(
-                        "name resolution took longer than {:?}",
-                        config.connect_timeout
-                    ),
+                    reason: format!("name resolution took longer than {:?}", config.connect_timeout),
                 })
             }
         };
         let ipv6 = addrs.iter().all(SocketAddr::is_ipv6);
-        let bind: SocketAddr = if ipv6 {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        };
+        let bind: SocketAddr = if ipv6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
             addr: config.broker.clone(),
             reason: format!("cannot open a UDP socket: {e}"),
@@ -322,8 +287,7 @@ impl Client {
     /// when the connection dies under them. The whole call is bounded by the
     /// configured `request_timeout` ([`ClientError::Timeout`]).
     pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
-        self.request_with_timeout(req, self.inner.config.request_timeout)
-            .await
+        self.request_with_timeout(req, self.inner.config.request_timeout).await
     }
 
     /// [`Client::request`] with an explicit overall timeout.
@@ -339,9 +303,7 @@ impl Client {
             loop {
                 let (conn, send, recv) = self.open_stream_inner().await?;
                 match Self::exchange::<R>(frame.clone(), send, recv).await {
-                    Err(e @ ClientError::Transport(_))
-                        if attempt < attempts && conn.close_reason().is_some() =>
-                    {
+                    Err(e @ ClientError::Transport(_)) if attempt < attempts && conn.close_reason().is_some() => {
                         tracing::debug!(error = %e, api_key = ?R::KEY, "connection lost under a read-only request; retrying once");
                         attempt += 1;
                     }
@@ -363,9 +325,9 @@ impl Client {
         send.write_chunk(frame).await.map_err(error::write_error)?;
         // Finishing only fails if the stream is already closed, which the read reports.
         let _ = send.finish();
-        let (code, payload) = read_response_frame(&mut recv).await?.ok_or_else(|| {
-            ClientError::Transport("broker closed the stream without answering".into())
-        })?;
+        let (code, payload) = read_response_frame(&mut recv)
+            .await?
+            .ok_or_else(|| ClientError::Transport("broker closed the stream without answering".into()))?;
         error::decode_response::<R::Response>(code, payload)
     }
 
@@ -373,12 +335,7 @@ impl Client {
     /// for the broker to learn of it, so that a short-lived program leaves no
     /// half-open connection behind. Later calls on any clone reconnect.
     pub async fn close(&self) {
-        let conn = self
-            .inner
-            .conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(conn) = conn {
             conn.close(0u32.into(), b"client closed");
             let _ = timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
@@ -412,10 +369,7 @@ impl Client {
 
     fn alive(&self) -> Option<quinn::Connection> {
         let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .filter(|c| c.close_reason().is_none())
-            .cloned()
+        guard.as_ref().filter(|c| c.close_reason().is_none()).cloned()
     }
 
     fn store(&self, conn: quinn::Connection) {
@@ -452,27 +406,17 @@ impl Client {
         };
         let addrs = match addrs {
             Some(a) => a,
-            None => timeout_at(deadline, resolve(broker))
-                .await
-                .map_err(|_| timed_out())??,
+            None => timeout_at(deadline, resolve(broker)).await.map_err(|_| timed_out())??,
         };
         let mut last = None;
-        for addr in addrs
-            .into_iter()
-            .filter(|a| !a.is_ipv6() || self.inner.ipv6)
-        {
+        for addr in addrs.into_iter().filter(|a| !a.is_ipv6() || self.inner.ipv6) {
             let connecting = match self.inner.endpoint.connect(addr, &self.inner.server_name) {
                 Ok(c) => c,
                 Err(quinn::ConnectError::InvalidServerName(name)) => {
-                    return Err(ClientError::Config(format!(
-                        "{name:?} is not a valid TLS server name"
-                    )))
+                    return Err(ClientError::Config(format!("{name:?} is not a valid TLS server name")))
                 }
                 Err(e) => {
-                    last = Some(ClientError::Connect {
-                        addr: broker.to_string(),
-                        reason: e.to_string(),
-                    });
+                    last = Some(ClientError::Connect { addr: broker.to_string(), reason: e.to_string() });
                     continue;
                 }
             };
@@ -508,27 +452,14 @@ mod tests {
         assert_eq!(host_of("localhost:9092").unwrap(), "localhost");
         assert_eq!(host_of("10.0.0.1:1").unwrap(), "10.0.0.1");
         assert_eq!(host_of("[::1]:9092").unwrap(), "::1");
-        for bad in [
-            "localhost",
-            "localhost:",
-            ":9092",
-            "host:port",
-            "::1:9092",
-            "[::1:9092",
-            "[]:1",
-        ] {
-            assert!(
-                matches!(host_of(bad), Err(ClientError::Config(_))),
-                "{bad} accepted"
-            );
+        for bad in ["localhost", "localhost:", ":9092", "host:port", "::1:9092", "[::1:9092", "[]:1"] {
+            assert!(matches!(host_of(bad), Err(ClientError::Config(_))), "{bad} accepted");
         }
     }
 
     #[tokio::test]
     async fn a_ca_file_is_required() {
-        let err = Client::connect(ClientConfig::new("127.0.0.1:1"))
-            .await
-            .unwrap_err();
+        let err = Client::connect(ClientConfig::new("127.0.0.1:1")).await.unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, ClientError::Config(_)), "{text}");
         assert!(text.contains("--ca") && text.contains("EDDY_CA"), "{text}");
@@ -537,17 +468,12 @@ mod tests {
     #[tokio::test]
     async fn unreadable_or_empty_ca_files_are_config_errors() {
         let missing = ClientConfig::new("127.0.0.1:1").ca_file("/nonexistent/ca.pem");
-        assert!(matches!(
-            Client::connect(missing).await,
-            Err(ClientError::Config(_))
-        ));
+        assert!(matches!(Client::connect(missing).await, Err(ClientError::Config(_))));
         let dir = std::env::temp_dir().join(format!("eddy-sdk-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = Client::connect(ClientConfig::new("127.0.0.1:1").ca_file(&empty))
-            .await
-            .unwrap_err();
+        let err = Client::connect(ClientConfig::new("127.0.0.1:1").ca_file(&empty)).await.unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }

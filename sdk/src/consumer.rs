@@ -18,9 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use eddy_protocol::batch::{split_batches, BatchView, Header, BATCH_HEADER_BYTES};
 use eddy_protocol::limits::MAX_FETCH_WAIT_MS;
-use eddy_protocol::messages::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, OffsetSpec,
-};
+use eddy_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, OffsetSpec};
 use eddy_protocol::ErrorCode;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -148,9 +146,7 @@ pub struct Consumer {
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("assignment", &self.assignment())
-            .finish_non_exhaustive()
+        f.debug_struct("Consumer").field("assignment", &self.assignment()).finish_non_exhaustive()
     }
 }
 
@@ -166,26 +162,13 @@ impl Consumer {
     /// A consumer with no assignment, reading through `client`.
     pub fn new(client: Client, config: ConsumerConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            client,
-            config,
-            tx,
-            rx,
-            assignments: HashMap::new(),
-            next_assignment: 0,
-            pending_error: None,
-        }
+        Self { client, config, tx, rx, assignments: HashMap::new(), next_assignment: 0, pending_error: None }
     }
 
     /// Starts reading `topic`/`partition` from `start` (Earliest and Latest are
     /// resolved with a ListOffsets request now). Re-assigning a partition
     /// restarts it from `start`.
-    pub async fn assign(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        start: StartOffset,
-    ) -> Result<(), ClientError> {
+    pub async fn assign(&mut self, topic: &str, partition: u32, start: StartOffset) -> Result<(), ClientError> {
         let offset = resolve_start(&self.client, topic, partition, start).await?;
         self.start(topic, partition, offset);
         Ok(())
@@ -193,29 +176,13 @@ impl Consumer {
 
     /// Assigns every partition of `topic` from `start` (`At(n)` applies to each)
     /// and returns the partition ids.
-    pub async fn assign_all(
-        &mut self,
-        topic: &str,
-        start: StartOffset,
-    ) -> Result<Vec<u32>, ClientError> {
-        let resp = self
-            .client
-            .request(&MetadataRequest {
-                topics: Some(vec![topic.to_string()]),
-            })
-            .await?;
-        let mut partitions: Vec<u32> = find_topic(resp, topic)?
-            .partitions
-            .iter()
-            .map(|p| p.partition)
-            .collect();
+    pub async fn assign_all(&mut self, topic: &str, start: StartOffset) -> Result<Vec<u32>, ClientError> {
+        let resp = self.client.request(&MetadataRequest { topics: Some(vec![topic.to_string()]) }).await?;
+        let mut partitions: Vec<u32> = find_topic(resp, topic)?.partitions.iter().map(|p| p.partition).collect();
         partitions.sort_unstable();
-        let offsets = futures::future::try_join_all(
-            partitions
-                .iter()
-                .map(|&p| resolve_start(&self.client, topic, p, start)),
-        )
-        .await?;
+        let offsets =
+            futures::future::try_join_all(partitions.iter().map(|&p| resolve_start(&self.client, topic, p, start)))
+                .await?;
         for (&p, offset) in partitions.iter().zip(offsets) {
             self.start(topic, p, offset);
         }
@@ -239,11 +206,7 @@ impl Consumer {
 
     /// The assigned partitions, sorted.
     pub fn assignment(&self) -> Vec<(String, u32)> {
-        let mut out: Vec<(String, u32)> = self
-            .assignments
-            .values()
-            .map(|a| (a.topic.clone(), a.partition))
-            .collect();
+        let mut out: Vec<(String, u32)> = self.assignments.values().map(|a| (a.topic.clone(), a.partition)).collect();
         out.sort();
         out
     }
@@ -252,10 +215,7 @@ impl Consumer {
     /// when records are handed out, not when they are prefetched), or `None`
     /// if it is not assigned.
     pub fn position(&self, topic: &str, partition: u32) -> Option<u64> {
-        self.assignments
-            .values()
-            .find(|a| a.topic == topic && a.partition == partition)
-            .map(|a| a.position)
+        self.assignments.values().find(|a| a.topic == topic && a.partition == partition).map(|a| a.position)
     }
 
     /// Waits up to `timeout` for records and returns those available then
@@ -327,34 +287,17 @@ impl Consumer {
             permits: Arc::new(Semaphore::new(self.config.prefetch.max(1))),
         };
         let task = tokio::spawn(fetcher.run());
-        self.assignments.insert(
-            assignment,
-            Assigned {
-                topic: topic.to_string(),
-                partition,
-                position: offset,
-                task,
-            },
-        );
+        self.assignments.insert(assignment, Assigned { topic: topic.to_string(), partition, position: offset, task });
     }
 }
 
-async fn resolve_start(
-    client: &Client,
-    topic: &str,
-    partition: u32,
-    start: StartOffset,
-) -> Result<u64, ClientError> {
+async fn resolve_start(client: &Client, topic: &str, partition: u32, start: StartOffset) -> Result<u64, ClientError> {
     let spec = match start {
         StartOffset::At(offset) => return Ok(offset),
         StartOffset::Earliest => OffsetSpec::Earliest,
         StartOffset::Latest => OffsetSpec::Latest,
     };
-    let req = ListOffsetsRequest {
-        topic: topic.to_string(),
-        partition,
-        spec,
-    };
+    let req = ListOffsetsRequest { topic: topic.to_string(), partition, spec };
     Ok(client.request(&req).await?.offset)
 }
 
@@ -373,23 +316,10 @@ fn decode_records(
     for view in split_batches(records) {
         let view = match view {
             Ok(v) => v,
-            Err(e) => {
-                return (
-                    out,
-                    Some(ClientError::Decode(format!(
-                        "{topic}/{partition} at offset {next}: {e}"
-                    ))),
-                )
-            }
+            Err(e) => return (out, Some(ClientError::Decode(format!("{topic}/{partition} at offset {next}: {e}")))),
         };
-        let Some(batch_end) = view
-            .base_offset()
-            .checked_add(u64::from(view.record_count()))
-        else {
-            let err = format!(
-                "{topic}/{partition}: batch base offset {} overflows",
-                view.base_offset()
-            );
+        let Some(batch_end) = view.base_offset().checked_add(u64::from(view.record_count())) else {
+            let err = format!("{topic}/{partition}: batch base offset {} overflows", view.base_offset());
             return (out, Some(ClientError::Decode(err)));
         };
         if batch_end <= next {
@@ -400,12 +330,7 @@ fn decode_records(
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    return (
-                        out,
-                        Some(ClientError::Decode(format!(
-                            "{topic}/{partition} at offset {next}: {e}"
-                        ))),
-                    )
+                    return (out, Some(ClientError::Decode(format!("{topic}/{partition} at offset {next}: {e}"))))
                 }
             };
             if record.offset < next {
@@ -451,9 +376,7 @@ fn next_offset_hint(records: &Bytes) -> Option<u64> {
             break;
         }
         let view = BatchView::trusted(records.slice(pos..pos + len)).ok()?;
-        next = view
-            .base_offset()
-            .checked_add(u64::from(view.record_count()));
+        next = view.base_offset().checked_add(u64::from(view.record_count()));
         pos += len;
     }
     next
@@ -474,13 +397,7 @@ struct Fetcher {
 impl Fetcher {
     /// Sends an event to `poll`; false if the consumer is gone.
     fn emit(&self, kind: FetchEventKind, permit: Option<OwnedSemaphorePermit>) -> bool {
-        self.tx
-            .send(FetchEvent {
-                assignment: self.assignment,
-                kind,
-                _permit: permit,
-            })
-            .is_ok()
+        self.tx.send(FetchEvent { assignment: self.assignment, kind, _permit: permit }).is_ok()
     }
 
     fn request(&self, offset: u64) -> FetchRequest {
@@ -495,9 +412,7 @@ impl Fetcher {
     }
 
     fn max_wait_ms(&self) -> u32 {
-        u32::try_from(self.config.max_wait.as_millis())
-            .unwrap_or(u32::MAX)
-            .min(MAX_FETCH_WAIT_MS)
+        u32::try_from(self.config.max_wait.as_millis()).unwrap_or(u32::MAX).min(MAX_FETCH_WAIT_MS)
     }
 
     /// Sends the fetch for `offset` from its own task, so that it travels while
@@ -510,8 +425,7 @@ impl Fetcher {
     }
 
     async fn run(mut self) {
-        let limit = self.client.config().request_timeout
-            + Duration::from_millis(u64::from(self.max_wait_ms()));
+        let limit = self.client.config().request_timeout + Duration::from_millis(u64::from(self.max_wait_ms()));
         let mut backoff = MIN_BACKOFF;
         // Errors are reported once per run of consecutive failures.
         let mut failing = false;
@@ -536,12 +450,10 @@ impl Fetcher {
             };
             let err = match result {
                 Ok(resp) => {
-                    if let Some(next) = next_offset_hint(&resp.records).filter(|&n| n > self.offset)
-                    {
+                    if let Some(next) = next_offset_hint(&resp.records).filter(|&n| n > self.offset) {
                         ahead = Some(self.fetch_ahead(next, limit));
                     }
-                    let (records, err) =
-                        decode_records(&self.topic, self.partition, self.offset, resp.records);
+                    let (records, err) = decode_records(&self.topic, self.partition, self.offset, resp.records);
                     let got_records = !records.is_empty();
                     if let Some(last) = records.last() {
                         self.offset = last.offset + 1;
@@ -601,10 +513,7 @@ impl Fetcher {
     /// Applies the offset reset policy to an OffsetOutOfRange error. Ok(true):
     /// fetching goes on from the new position; Ok(false): the task stops.
     async fn reset(&mut self, err: &ClientError) -> Result<bool, ClientError> {
-        let ClientError::Broker {
-            log_start, log_end, ..
-        } = err
-        else {
+        let ClientError::Broker { log_start, log_end, .. } = err else {
             return Ok(true);
         };
         let (known, spec) = match self.config.offset_reset {
@@ -669,14 +578,7 @@ mod tests {
         assert_eq!(offsets, vec![12, 13, 14, 15, 16, 17]);
         assert_eq!(records[0].value, Bytes::from_static(b"v12"));
         assert_eq!(records[0].key.as_deref(), Some(&b"k2"[..]));
-        assert_eq!(
-            (
-                records[0].topic.as_str(),
-                records[0].partition,
-                records[0].timestamp
-            ),
-            ("t", 2, 1002)
-        );
+        assert_eq!((records[0].topic.as_str(), records[0].partition, records[0].timestamp), ("t", 2, 1002));
     }
 
     #[test]
@@ -684,10 +586,7 @@ mod tests {
         let data = concat(&[batch(0, 4), batch(4, 2), batch(4, 2)]);
         let (records, err) = decode_records("t", 0, 4, data);
         assert!(err.is_none());
-        assert_eq!(
-            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            vec![4, 5]
-        );
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4, 5]);
     }
 
     #[test]
@@ -708,18 +607,12 @@ mod tests {
         let data = batch(0, 1);
         let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
         let (records, _) = decode_records("t", 0, 0, data.clone());
-        assert!(
-            range.contains(&(records[0].value.as_ptr() as usize)),
-            "value was copied"
-        );
+        assert!(range.contains(&(records[0].value.as_ptr() as usize)), "value was copied");
     }
 
     #[test]
     fn next_offset_hint_reads_batch_headers_only() {
-        assert_eq!(
-            next_offset_hint(&concat(&[batch(10, 5), batch(15, 3)])),
-            Some(18)
-        );
+        assert_eq!(next_offset_hint(&concat(&[batch(10, 5), batch(15, 3)])), Some(18));
         assert_eq!(next_offset_hint(&Bytes::new()), None);
         let mut partial = BytesMut::from(&batch(10, 5)[..]);
         partial.extend_from_slice(&batch(15, 3)[..40]);
@@ -736,9 +629,6 @@ mod tests {
         let c = ConsumerConfig::default();
         assert_eq!(c.max_bytes_per_fetch, 4 * 1024 * 1024);
         assert_eq!(c.max_wait, Duration::from_millis(500));
-        assert_eq!(
-            (c.min_bytes, c.offset_reset, c.prefetch),
-            (1, OffsetReset::Earliest, 4)
-        );
+        assert_eq!((c.min_bytes, c.offset_reset, c.prefetch), (1, OffsetReset::Earliest, 4));
     }
 }

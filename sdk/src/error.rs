@@ -27,7 +27,9 @@ pub enum ClientError {
         reason: String,
     },
     /// The broker's certificate did not verify against the configured CA.
-    #[error("TLS verification of broker {addr} failed: {reason}; pass the broker's CA certificate with --ca or EDDY_CA")]
+    #[error(
+        "TLS verification of broker {addr} failed: {reason}; pass the broker's CA certificate with --ca or EDDY_CA"
+    )]
     Tls {
         /// The `host:port` that was dialled.
         addr: String,
@@ -88,9 +90,7 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Broker { code, .. } => code.is_retriable(),
-            ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout(_) => {
-                true
-            }
+            ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout(_) => true,
             ClientError::Tls { .. }
             | ClientError::Decode(_)
             | ClientError::Config(_)
@@ -102,12 +102,7 @@ impl ClientError {
     /// A broker-style error produced on the client side (e.g. a partition that
     /// the cached metadata says does not exist).
     pub(crate) fn broker(code: ErrorCode, message: impl Into<String>) -> Self {
-        ClientError::Broker {
-            code,
-            message: message.into(),
-            log_start: None,
-            log_end: None,
-        }
+        ClientError::Broker { code, message: message.into(), log_start: None, log_end: None }
     }
 }
 
@@ -145,39 +140,24 @@ pub(crate) fn connect_error(addr: &str, err: &quinn::ConnectionError) -> ClientE
         E::TransportError(te) => {
             let alert = tls_alert(te.code);
             if alert.is_some() && is_certificate_problem(alert, &te.reason) {
-                let reason = if te.reason.is_empty() {
-                    te.to_string()
-                } else {
-                    te.reason.clone()
-                };
+                let reason = if te.reason.is_empty() { te.to_string() } else { te.reason.clone() };
                 return ClientError::Tls { addr, reason };
             }
-            ClientError::Connect {
-                addr,
-                reason: te.to_string(),
-            }
+            ClientError::Connect { addr, reason: te.to_string() }
         }
         E::ConnectionClosed(close) => {
             let reason = String::from_utf8_lossy(&close.reason).into_owned();
             let alert = tls_alert(close.error_code);
             if alert.is_some() && is_certificate_problem(alert, &reason) {
-                return ClientError::Tls {
-                    addr,
-                    reason: close.to_string(),
-                };
+                return ClientError::Tls { addr, reason: close.to_string() };
             }
             if alert == Some(120) {
                 return ClientError::Connect {
                     addr,
-                    reason: format!(
-                        "the server does not speak the eddy/1 protocol (ALPN refused): {close}"
-                    ),
+                    reason: format!("the server does not speak the eddy/1 protocol (ALPN refused): {close}"),
                 };
             }
-            ClientError::Connect {
-                addr,
-                reason: format!("handshake refused by the server: {close}"),
-            }
+            ClientError::Connect { addr, reason: format!("handshake refused by the server: {close}") }
         }
         E::TimedOut => ClientError::Connect {
             addr,
@@ -212,9 +192,7 @@ pub(crate) fn write_error(err: quinn::WriteError) -> ClientError {
 pub(crate) fn read_error(err: quinn::ReadError) -> ClientError {
     match err {
         quinn::ReadError::ConnectionLost(e) => connection_lost(&e),
-        quinn::ReadError::Reset(code) => {
-            ClientError::Transport(format!("broker reset the stream (code {code})"))
-        }
+        quinn::ReadError::Reset(code) => ClientError::Transport(format!("broker reset the stream (code {code})")),
         other => ClientError::Transport(other.to_string()),
     }
 }
@@ -227,12 +205,9 @@ pub(crate) fn decode_response<T: Wire>(code: u16, payload: Bytes) -> Result<T, C
     }
     let code = ErrorCode::from_u16(code);
     Err(match from_bytes::<ErrorResponse>(payload) {
-        Ok(body) => ClientError::Broker {
-            code,
-            message: body.message,
-            log_start: body.log_start,
-            log_end: body.log_end,
-        },
+        Ok(body) => {
+            ClientError::Broker { code, message: body.message, log_start: body.log_start, log_end: body.log_end }
+        }
         Err(e) => ClientError::broker(code, format!("(undecodable error body: {e})")),
     })
 }
@@ -253,75 +228,39 @@ mod tests {
 
     #[test]
     fn unknown_ca_during_handshake_is_a_tls_error() {
-        let err = transport_error(
-            quinn::TransportErrorCode::crypto(48),
-            "invalid peer certificate: UnknownIssuer",
-        );
+        let err = transport_error(quinn::TransportErrorCode::crypto(48), "invalid peer certificate: UnknownIssuer");
         let mapped = connect_error("127.0.0.1:9092", &err);
-        assert!(
-            matches!(&mapped, ClientError::Tls { reason, .. } if reason.contains("UnknownIssuer")),
-            "{mapped}"
-        );
+        assert!(matches!(&mapped, ClientError::Tls { reason, .. } if reason.contains("UnknownIssuer")), "{mapped}");
         let text = mapped.to_string();
-        assert!(
-            text.contains("--ca") && text.contains("EDDY_CA") && text.contains("127.0.0.1:9092"),
-            "{text}"
-        );
+        assert!(text.contains("--ca") && text.contains("EDDY_CA") && text.contains("127.0.0.1:9092"), "{text}");
         assert!(!mapped.is_retriable());
     }
 
     #[test]
     fn bad_signature_alert_with_certificate_text_is_a_tls_error() {
         // rustls reports BadSignature with the decrypt_error alert; the text decides.
-        let err = transport_error(
-            quinn::TransportErrorCode::crypto(51),
-            "invalid peer certificate: BadSignature",
-        );
-        assert!(matches!(
-            connect_error("b:1", &err),
-            ClientError::Tls { .. }
-        ));
+        let err = transport_error(quinn::TransportErrorCode::crypto(51), "invalid peer certificate: BadSignature");
+        assert!(matches!(connect_error("b:1", &err), ClientError::Tls { .. }));
     }
 
     #[test]
     fn other_handshake_failures_are_connect_errors() {
         let err = quinn::ConnectionError::TimedOut;
         let mapped = connect_error("b:1", &err);
-        assert!(
-            matches!(&mapped, ClientError::Connect { reason, .. } if reason.contains("UDP")),
-            "{mapped}"
-        );
+        assert!(matches!(&mapped, ClientError::Connect { reason, .. } if reason.contains("UDP")), "{mapped}");
         assert!(mapped.is_retriable());
         let err = transport_error(quinn::TransportErrorCode::crypto(120), "peer refused ALPN");
-        assert!(matches!(
-            connect_error("b:1", &err),
-            ClientError::Connect { .. }
-        ));
-        assert!(matches!(
-            connect_error("b:1", &quinn::ConnectionError::Reset),
-            ClientError::Connect { .. }
-        ));
+        assert!(matches!(connect_error("b:1", &err), ClientError::Connect { .. }));
+        assert!(matches!(connect_error("b:1", &quinn::ConnectionError::Reset), ClientError::Connect { .. }));
     }
 
     #[test]
     fn error_frames_become_broker_errors_with_offsets() {
-        let body = ErrorResponse {
-            message: "below log start".into(),
-            log_start: Some(10),
-            log_end: Some(20),
-        };
-        let err = decode_response::<ListOffsetsResponse>(
-            ErrorCode::OffsetOutOfRange as u16,
-            to_bytes(&body),
-        )
-        .unwrap_err();
+        let body = ErrorResponse { message: "below log start".into(), log_start: Some(10), log_end: Some(20) };
+        let err =
+            decode_response::<ListOffsetsResponse>(ErrorCode::OffsetOutOfRange as u16, to_bytes(&body)).unwrap_err();
         match &err {
-            ClientError::Broker {
-                code,
-                message,
-                log_start,
-                log_end,
-            } => {
+            ClientError::Broker { code, message, log_start, log_end } => {
                 assert_eq!(*code, ErrorCode::OffsetOutOfRange);
                 assert_eq!(message, "below log start");
                 assert_eq!((*log_start, *log_end), (Some(10), Some(20)));
@@ -329,23 +268,16 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
-        assert_eq!(
-            err.to_string(),
-            "broker error OFFSET_OUT_OF_RANGE: below log start"
-        );
+        assert_eq!(err.to_string(), "broker error OFFSET_OUT_OF_RANGE: below log start");
     }
 
     #[test]
     fn success_frames_decode_and_garbage_is_refused() {
-        let ok =
-            decode_response::<ListOffsetsResponse>(0, to_bytes(&ListOffsetsResponse { offset: 7 }))
-                .unwrap();
+        let ok = decode_response::<ListOffsetsResponse>(0, to_bytes(&ListOffsetsResponse { offset: 7 })).unwrap();
         assert_eq!(ok.offset, 7);
-        let err =
-            decode_response::<ListOffsetsResponse>(0, Bytes::from_static(b"\x01")).unwrap_err();
+        let err = decode_response::<ListOffsetsResponse>(0, Bytes::from_static(b"\x01")).unwrap_err();
         assert!(matches!(err, ClientError::Decode(_)));
-        let err =
-            decode_response::<ListOffsetsResponse>(7, Bytes::from_static(b"junk")).unwrap_err();
+        let err = decode_response::<ListOffsetsResponse>(7, Bytes::from_static(b"junk")).unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::UnknownTopic));
     }
 

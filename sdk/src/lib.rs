@@ -41,9 +41,7 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
 pub use eddy_protocol::batch::Header;
-pub use eddy_protocol::messages::{
-    Acks, MetadataResponse, OffsetSpec, PartitionMetadata, TopicMetadata,
-};
+pub use eddy_protocol::messages::{Acks, MetadataResponse, OffsetSpec, PartitionMetadata, TopicMetadata};
 pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};

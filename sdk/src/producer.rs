@@ -68,9 +68,7 @@ impl Default for ProducerConfig {
 impl ProducerConfig {
     fn validate(&self) -> Result<(), ClientError> {
         let err = |m: String| Err(ClientError::Config(m));
-        if self.max_batch_bytes <= BATCH_HEADER_BYTES
-            || self.max_batch_bytes > MAX_FRAME_BYTES as usize / 2
-        {
+        if self.max_batch_bytes <= BATCH_HEADER_BYTES || self.max_batch_bytes > MAX_FRAME_BYTES as usize / 2 {
             return err(format!(
                 "max_batch_bytes {} must be within {}..={}",
                 self.max_batch_bytes,
@@ -145,10 +143,7 @@ impl ProducerRecord {
 
     /// Appends a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: value.into(),
-        });
+        self.headers.push(Header { key: key.into(), value: value.into() });
         self
     }
 }
@@ -174,9 +169,7 @@ impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, ClientError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(ClientError::ProducerClosed)))
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ClientError::ProducerClosed)))
     }
 }
 
@@ -189,9 +182,7 @@ pub struct Producer {
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("closed", &self.tx.is_closed())
-            .finish_non_exhaustive()
+        f.debug_struct("Producer").field("closed", &self.tx.is_closed()).finish_non_exhaustive()
     }
 }
 
@@ -205,10 +196,7 @@ impl Producer {
         let (tx, rx) = mpsc::channel(config.buffer_records);
         let max_record_bytes = config.max_record_bytes;
         tokio::spawn(driver::Driver::new(client, config).run(rx, stream));
-        Ok(Producer {
-            tx,
-            max_record_bytes,
-        })
+        Ok(Producer { tx, max_record_bytes })
     }
 
     /// Enqueues a record and returns a future of its outcome. Waits only while
@@ -218,10 +206,7 @@ impl Producer {
     pub async fn send(&self, mut record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let size = BatchBuilder::record_size(record.key.as_deref(), &record.value, &record.headers);
         if size > self.max_record_bytes {
-            return Err(ClientError::RecordTooLarge {
-                size,
-                max: self.max_record_bytes,
-            });
+            return Err(ClientError::RecordTooLarge { size, max: self.max_record_bytes });
         }
         if record.headers.len() > MAX_HEADERS_PER_RECORD {
             return Err(ClientError::Config(format!(
@@ -233,18 +218,12 @@ impl Producer {
             record.timestamp = Some(now_ms());
         }
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Record(record, tx))
-            .await
-            .map_err(|_| ClientError::ProducerClosed)?;
+        self.tx.send(Command::Record(record, tx)).await.map_err(|_| ClientError::ProducerClosed)?;
         Ok(DeliveryFuture { rx })
     }
 
     /// Sends a record and waits for its outcome.
-    pub async fn send_and_wait(
-        &self,
-        record: ProducerRecord,
-    ) -> Result<RecordMetadata, ClientError> {
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata, ClientError> {
         self.send(record).await?.await
     }
 
@@ -253,10 +232,7 @@ impl Producer {
     /// (their own futures tell which).
     pub async fn flush(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Flush(tx))
-            .await
-            .map_err(|_| ClientError::ProducerClosed)?;
+        self.tx.send(Command::Flush(tx)).await.map_err(|_| ClientError::ProducerClosed)?;
         rx.await.map_err(|_| ClientError::ProducerClosed)
     }
 
@@ -276,10 +252,7 @@ impl Producer {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -288,21 +261,11 @@ mod tests {
 
     #[test]
     fn record_builder_sets_fields() {
-        let r = ProducerRecord::new("t", "v")
-            .key("k")
-            .partition(3)
-            .timestamp(9)
-            .header("h", "x");
+        let r = ProducerRecord::new("t", "v").key("k").partition(3).timestamp(9).header("h", "x");
         assert_eq!(r.topic, "t");
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!((r.partition, r.timestamp), (Some(3), Some(9)));
-        assert_eq!(
-            r.headers,
-            vec![Header {
-                key: "h".into(),
-                value: Bytes::from_static(b"x")
-            }]
-        );
+        assert_eq!(r.headers, vec![Header { key: "h".into(), value: Bytes::from_static(b"x") }]);
     }
 
     #[test]
@@ -312,22 +275,10 @@ mod tests {
         assert_eq!(c.max_batch_bytes, 65_280);
         assert!(c.validate().is_ok());
         for bad in [
-            ProducerConfig {
-                max_in_flight: 0,
-                ..ProducerConfig::default()
-            },
-            ProducerConfig {
-                buffer_records: 0,
-                ..ProducerConfig::default()
-            },
-            ProducerConfig {
-                max_batch_bytes: 10,
-                ..ProducerConfig::default()
-            },
-            ProducerConfig {
-                max_record_bytes: 0,
-                ..ProducerConfig::default()
-            },
+            ProducerConfig { max_in_flight: 0, ..ProducerConfig::default() },
+            ProducerConfig { buffer_records: 0, ..ProducerConfig::default() },
+            ProducerConfig { max_batch_bytes: 10, ..ProducerConfig::default() },
+            ProducerConfig { max_record_bytes: 0, ..ProducerConfig::default() },
         ] {
             assert!(matches!(bad.validate(), Err(ClientError::Config(_))));
         }

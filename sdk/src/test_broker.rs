@@ -129,18 +129,14 @@ impl TestBroker {
         std::fs::write(dir.join("wrong-ca.pem"), OTHER_CERT_PEM).unwrap();
 
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(CERT_PEM.as_bytes())
-                .collect::<Result<_, _>>()
-                .unwrap();
+            CertificateDer::pem_slice_iter(CERT_PEM.as_bytes()).collect::<Result<_, _>>().unwrap();
         let key = PrivateKeyDer::from_pem_slice(KEY_PEM.as_bytes()).unwrap();
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
         tls.alpn_protocols = vec![frame::ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -168,12 +164,7 @@ impl TestBroker {
                 });
             }
         });
-        TestBroker {
-            addr,
-            shared,
-            endpoint,
-            dir,
-        }
+        TestBroker { addr, shared, endpoint, dir }
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -206,18 +197,11 @@ impl TestBroker {
     /// Log end offsets of a topic's partitions.
     pub fn log_ends(&self, topic: &str) -> Vec<u64> {
         let st = self.shared.state.lock().unwrap();
-        st.topics
-            .get(topic)
-            .map(|ps| ps.iter().map(|p| p.log_end).collect())
-            .unwrap_or_default()
+        st.topics.get(topic).map(|ps| ps.iter().map(|p| p.log_end).collect()).unwrap_or_default()
     }
 }
 
-async fn serve_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    shared: Arc<Shared>,
-) {
+async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
     loop {
         let mut len = [0u8; 4];
         if recv.read_exact(&mut len).await.is_err() {
@@ -237,11 +221,7 @@ async fn serve_stream(
         };
         let reply = handle(&shared, header.api_key, payload).await;
         if let Some((code, body)) = reply {
-            if send
-                .write_all(&frame::response_frame(code, &body))
-                .await
-                .is_err()
-            {
+            if send.write_all(&frame::response_frame(code, &body)).await.is_err() {
                 return;
             }
         }
@@ -249,8 +229,7 @@ async fn serve_stream(
 }
 
 async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
-    let malformed =
-        |e: eddy_protocol::DecodeError| fail(ErrorCode::MalformedRequest, &e.to_string());
+    let malformed = |e: eddy_protocol::DecodeError| fail(ErrorCode::MalformedRequest, &e.to_string());
     match ApiKey::from_u16(api_key) {
         Some(ApiKey::Produce) => match from_bytes::<ProduceRequest>(payload) {
             Ok(req) => produce(shared, req),
@@ -291,13 +270,7 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 .map(|(name, parts)| metadata_of(name, parts))
                 .collect();
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            ok(&MetadataResponse {
-                brokers: vec![BrokerInfo {
-                    id: 0,
-                    addr: "127.0.0.1:0".into(),
-                }],
-                topics,
-            })
+            ok(&MetadataResponse { brokers: vec![BrokerInfo { id: 0, addr: "127.0.0.1:0".into() }], topics })
         }
         Some(ApiKey::CreateTopic) => {
             let req = match from_bytes::<CreateTopicRequest>(payload) {
@@ -346,17 +319,10 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
 }
 
 fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
-    let limits = BatchLimits {
-        max_batch_bytes: 8 << 20,
-        max_record_bytes: 1 << 20,
-    };
+    let limits = BatchLimits { max_batch_bytes: 8 << 20, max_record_bytes: 1 << 20 };
     let mut st = shared.state.lock().unwrap();
     let Some(parts) = st.topics.get_mut(&req.topic) else {
-        return if req.acks == Acks::None {
-            None
-        } else {
-            fail(ErrorCode::UnknownTopic, "no such topic")
-        };
+        return if req.acks == Acks::None { None } else { fail(ErrorCode::UnknownTopic, "no such topic") };
     };
     let mut out = Vec::new();
     for pb in req.partitions {
@@ -366,10 +332,7 @@ fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
             error_message: String::new(),
             base_offset: 0,
         };
-        match (
-            parts.get_mut(pb.partition as usize),
-            BatchView::validate(pb.batch.clone(), limits),
-        ) {
+        match (parts.get_mut(pb.partition as usize), BatchView::validate(pb.batch.clone(), limits)) {
             (None, _) => {
                 outcome.error_code = ErrorCode::UnknownPartition as u16;
                 outcome.error_message = "no such partition".into();
@@ -431,11 +394,8 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Reply {
                 records.extend_from_slice(bytes);
             }
             if !records.is_empty() || tokio::time::Instant::now() >= deadline {
-                let resp = FetchResponse {
-                    high_watermark: p.log_end,
-                    log_start: p.log_start,
-                    records: records.freeze(),
-                };
+                let resp =
+                    FetchResponse { high_watermark: p.log_end, log_start: p.log_start, records: records.freeze() };
                 return ok(&resp);
             }
         }
@@ -460,25 +420,17 @@ mod tests {
     #[tokio::test]
     async fn wrong_ca_or_name_is_a_clear_tls_error() {
         let b = TestBroker::start().await;
-        let err = Client::connect(ClientConfig::new(b.addr.to_string()).ca_file(b.wrong_ca_file()))
-            .await
-            .unwrap_err();
+        let err = Client::connect(ClientConfig::new(b.addr.to_string()).ca_file(b.wrong_ca_file())).await.unwrap_err();
         assert!(matches!(err, ClientError::Tls { .. }), "{err}");
         assert!(err.to_string().contains("--ca"), "{err}");
         eprintln!("wrong CA: {err}");
-        let err = Client::connect(b.config().server_name("eddy.example"))
-            .await
-            .unwrap_err();
+        let err = Client::connect(b.config().server_name("eddy.example")).await.unwrap_err();
         eprintln!("wrong name: {err}");
         assert!(matches!(err, ClientError::Tls { .. }), "{err}");
         // The right CA works, by IP and by name.
         Admin::new(connect(&b).await).list_topics().await.unwrap();
-        let by_name =
-            ClientConfig::new(format!("localhost:{}", b.addr.port())).ca_file(b.ca_file());
-        Admin::new(Client::connect(by_name).await.unwrap())
-            .list_topics()
-            .await
-            .unwrap();
+        let by_name = ClientConfig::new(format!("localhost:{}", b.addr.port())).ca_file(b.ca_file());
+        Admin::new(Client::connect(by_name).await.unwrap()).list_topics().await.unwrap();
     }
 
     #[tokio::test]
@@ -503,42 +455,20 @@ mod tests {
         assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists));
         assert_eq!(admin.list_topics().await.unwrap().len(), 1);
         assert_eq!(admin.describe_topic("a").await.unwrap().name, "a");
-        assert_eq!(
-            admin.describe_topic("zz").await.unwrap_err().code(),
-            Some(ErrorCode::UnknownTopic)
-        );
-        assert_eq!(
-            admin
-                .create_partitions("a", 5)
-                .await
-                .unwrap()
-                .partitions
-                .len(),
-            5
-        );
-        assert_eq!(
-            admin.list_offset("a", 4, OffsetSpec::Latest).await.unwrap(),
-            0
-        );
+        assert_eq!(admin.describe_topic("zz").await.unwrap_err().code(), Some(ErrorCode::UnknownTopic));
+        assert_eq!(admin.create_partitions("a", 5).await.unwrap().partitions.len(), 5);
+        assert_eq!(admin.list_offset("a", 4, OffsetSpec::Latest).await.unwrap(), 0);
         assert_eq!(admin.metadata().await.unwrap().brokers.len(), 1);
         admin.delete_topic("a").await.unwrap();
-        assert_eq!(
-            admin.delete_topic("a").await.unwrap_err().code(),
-            Some(ErrorCode::UnknownTopic)
-        );
+        assert_eq!(admin.delete_topic("a").await.unwrap_err().code(), Some(ErrorCode::UnknownTopic));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn produced_records_come_back_in_order() {
         let b = TestBroker::start().await;
         let client = connect(&b).await;
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("t", 4))
-            .await
-            .unwrap();
-        let producer = Producer::new(client.clone(), ProducerConfig::default())
-            .await
-            .unwrap();
+        Admin::new(client.clone()).create_topic(NewTopic::new("t", 4)).await.unwrap();
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
         let total = 20_000u64;
         let mut futures = Vec::new();
         for i in 0..total {
@@ -555,53 +485,30 @@ mod tests {
         for (i, f) in futures {
             let meta = f.await.unwrap();
             if i % 3 == 0 {
-                assert_eq!(
-                    meta.partition,
-                    partition_for_key(format!("key-{}", i % 50).as_bytes(), 4)
-                );
+                assert_eq!(meta.partition, partition_for_key(format!("key-{}", i % 50).as_bytes(), 4));
             }
             if i % 3 == 1 {
                 assert_eq!(meta.partition, (i % 4) as u32);
             }
-            assert!(by_offset
-                .insert((meta.partition, meta.offset.unwrap()), i)
-                .is_none());
+            assert!(by_offset.insert((meta.partition, meta.offset.unwrap()), i).is_none());
         }
         let ends = b.log_ends("t");
         assert_eq!(ends.iter().sum::<u64>(), total);
         for (p, end) in ends.iter().enumerate() {
-            let offsets: Vec<u64> = by_offset
-                .keys()
-                .filter(|k| k.0 == p as u32)
-                .map(|k| k.1)
-                .collect();
-            assert_eq!(
-                offsets,
-                (0..*end).collect::<Vec<_>>(),
-                "partition {p} offsets not dense"
-            );
+            let offsets: Vec<u64> = by_offset.keys().filter(|k| k.0 == p as u32).map(|k| k.1).collect();
+            assert_eq!(offsets, (0..*end).collect::<Vec<_>>(), "partition {p} offsets not dense");
         }
         producer.close().await.unwrap();
 
         let mut consumer = Consumer::new(client, ConsumerConfig::default());
-        assert_eq!(
-            consumer
-                .assign_all("t", StartOffset::Earliest)
-                .await
-                .unwrap(),
-            vec![0, 1, 2, 3]
-        );
+        assert_eq!(consumer.assign_all("t", StartOffset::Earliest).await.unwrap(), vec![0, 1, 2, 3]);
         let mut got = 0u64;
         let mut next = [0u64; 4];
         while got < total {
             let records = consumer.poll(Duration::from_secs(5)).await.unwrap();
             assert!(!records.is_empty(), "timed out after {got} records");
             for r in records {
-                assert_eq!(
-                    r.offset, next[r.partition as usize],
-                    "partition {} out of order",
-                    r.partition
-                );
+                assert_eq!(r.offset, next[r.partition as usize], "partition {} out of order", r.partition);
                 next[r.partition as usize] += 1;
                 let i = by_offset[&(r.partition, r.offset)];
                 assert_eq!(r.value, Bytes::from(format!("value-{i}")));
@@ -612,44 +519,26 @@ mod tests {
         for p in 0..4u32 {
             assert_eq!(consumer.position("t", p), Some(ends[p as usize]));
         }
-        assert!(consumer
-            .poll(Duration::from_millis(50))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(consumer.poll(Duration::from_millis(50)).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn acks_none_completes_on_write_and_close_delivers_everything() {
         let b = TestBroker::start().await;
         let client = connect(&b).await;
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("n", 2))
-            .await
-            .unwrap();
-        let config = ProducerConfig {
-            acks: Acks::None,
-            ..ProducerConfig::default()
-        };
+        Admin::new(client.clone()).create_topic(NewTopic::new("n", 2)).await.unwrap();
+        let config = ProducerConfig { acks: Acks::None, ..ProducerConfig::default() };
         let producer = Producer::new(client, config).await.unwrap();
         let mut futures = Vec::new();
         for i in 0..1000 {
-            futures.push(
-                producer
-                    .send(ProducerRecord::new("n", format!("{i}")))
-                    .await
-                    .unwrap(),
-            );
+            futures.push(producer.send(ProducerRecord::new("n", format!("{i}"))).await.unwrap());
         }
         producer.clone().close().await.unwrap();
         for f in futures {
             assert_eq!(f.await.unwrap().offset, None);
         }
         assert_eq!(b.log_ends("n").iter().sum::<u64>(), 1000);
-        let err = producer
-            .send(ProducerRecord::new("n", "late"))
-            .await
-            .unwrap_err();
+        let err = producer.send(ProducerRecord::new("n", "late")).await.unwrap_err();
         assert!(matches!(err, ClientError::ProducerClosed));
     }
 
@@ -657,44 +546,15 @@ mod tests {
     async fn bad_destinations_fail_their_records_only() {
         let b = TestBroker::start().await;
         let client = connect(&b).await;
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("x", 2))
-            .await
-            .unwrap();
-        let producer = Producer::new(client, ProducerConfig::default())
-            .await
-            .unwrap();
-        let missing = producer
-            .send(ProducerRecord::new("missing", "v"))
-            .await
-            .unwrap();
-        let bad_partition = producer
-            .send(ProducerRecord::new("x", "v").partition(7))
-            .await
-            .unwrap();
-        let good = producer
-            .send(ProducerRecord::new("x", "v").partition(1))
-            .await
-            .unwrap();
-        assert_eq!(
-            missing.await.unwrap_err().code(),
-            Some(ErrorCode::UnknownTopic)
-        );
-        assert_eq!(
-            bad_partition.await.unwrap_err().code(),
-            Some(ErrorCode::UnknownPartition)
-        );
-        assert_eq!(
-            good.await.unwrap(),
-            RecordMetadata {
-                partition: 1,
-                offset: Some(0)
-            }
-        );
-        let err = producer
-            .send(ProducerRecord::new("x", vec![0u8; 2 << 20]))
-            .await
-            .unwrap_err();
+        Admin::new(client.clone()).create_topic(NewTopic::new("x", 2)).await.unwrap();
+        let producer = Producer::new(client, ProducerConfig::default()).await.unwrap();
+        let missing = producer.send(ProducerRecord::new("missing", "v")).await.unwrap();
+        let bad_partition = producer.send(ProducerRecord::new("x", "v").partition(7)).await.unwrap();
+        let good = producer.send(ProducerRecord::new("x", "v").partition(1)).await.unwrap();
+        assert_eq!(missing.await.unwrap_err().code(), Some(ErrorCode::UnknownTopic));
+        assert_eq!(bad_partition.await.unwrap_err().code(), Some(ErrorCode::UnknownPartition));
+        assert_eq!(good.await.unwrap(), RecordMetadata { partition: 1, offset: Some(0) });
+        let err = producer.send(ProducerRecord::new("x", vec![0u8; 2 << 20])).await.unwrap_err();
         assert!(matches!(err, ClientError::RecordTooLarge { .. }), "{err}");
         // Nothing else is left pending: flush returns.
         producer.flush().await.unwrap();
@@ -706,20 +566,12 @@ mod tests {
         let client = connect(&b).await;
         let admin = Admin::new(client.clone());
         admin.create_topic(NewTopic::new("r", 1)).await.unwrap();
-        let producer = Producer::new(client.clone(), ProducerConfig::default())
-            .await
-            .unwrap();
-        producer
-            .send_and_wait(ProducerRecord::new("r", "before"))
-            .await
-            .unwrap();
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
+        producer.send_and_wait(ProducerRecord::new("r", "before")).await.unwrap();
         b.kill_connections();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(admin.list_topics().await.unwrap().len(), 1);
-        let meta = producer
-            .send_and_wait(ProducerRecord::new("r", "after"))
-            .await
-            .unwrap();
+        let meta = producer.send_and_wait(ProducerRecord::new("r", "after")).await.unwrap();
         // A closed client reconnects on its next call.
         client.close().await;
         assert_eq!(admin.list_topics().await.unwrap().len(), 1);
@@ -731,18 +583,10 @@ mod tests {
     async fn out_of_range_positions_follow_the_reset_policy() {
         let b = TestBroker::start().await;
         let client = connect(&b).await;
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("o", 1))
-            .await
-            .unwrap();
-        let producer = Producer::new(client.clone(), ProducerConfig::default())
-            .await
-            .unwrap();
+        Admin::new(client.clone()).create_topic(NewTopic::new("o", 1)).await.unwrap();
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
         for i in 0..10 {
-            producer
-                .send_and_wait(ProducerRecord::new("o", format!("{i}")))
-                .await
-                .unwrap();
+            producer.send_and_wait(ProducerRecord::new("o", format!("{i}"))).await.unwrap();
         }
         b.trim("o", 0, 5);
 
@@ -752,37 +596,20 @@ mod tests {
         assert_eq!(records.first().map(|r| r.offset), Some(5));
         assert_eq!(earliest.position("o", 0), Some(10));
 
-        let strict = ConsumerConfig {
-            offset_reset: OffsetReset::None,
-            ..ConsumerConfig::default()
-        };
+        let strict = ConsumerConfig { offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
         let mut strict = Consumer::new(client.clone(), strict);
         strict.assign("o", 0, StartOffset::At(1)).await.unwrap();
         let err = strict.poll(Duration::from_secs(5)).await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::OffsetOutOfRange));
-        assert!(strict
-            .poll(Duration::from_millis(50))
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(strict.poll(Duration::from_millis(50)).await.unwrap().is_empty());
 
         // Latest: only new records, delivered by the long poll.
         let mut latest = Consumer::new(client.clone(), ConsumerConfig::default());
         latest.assign("o", 0, StartOffset::Latest).await.unwrap();
-        assert!(latest
-            .poll(Duration::from_millis(100))
-            .await
-            .unwrap()
-            .is_empty());
-        producer
-            .send_and_wait(ProducerRecord::new("o", "new"))
-            .await
-            .unwrap();
+        assert!(latest.poll(Duration::from_millis(100)).await.unwrap().is_empty());
+        producer.send_and_wait(ProducerRecord::new("o", "new")).await.unwrap();
         let records = latest.poll(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(
-            records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            vec![10]
-        );
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![10]);
         latest.unassign("o", 0);
         assert!(latest.assignment().is_empty());
         assert_eq!(latest.position("o", 0), None);
@@ -804,18 +631,8 @@ mod tests {
     /// CPU seconds used by this process so far (Linux only; 0 elsewhere).
     fn cpu_seconds() -> f64 {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
         (ticks(11) + ticks(12)) / 100.0
     }
 
@@ -825,24 +642,14 @@ mod tests {
     async fn throughput() {
         let b = TestBroker::start().await;
         let client = connect(&b).await;
-        Admin::new(client.clone())
-            .create_topic(NewTopic::new("bench", 4))
-            .await
-            .unwrap();
-        let producer = Producer::new(client.clone(), ProducerConfig::default())
-            .await
-            .unwrap();
+        Admin::new(client.clone()).create_topic(NewTopic::new("bench", 4)).await.unwrap();
+        let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
         let n = 300_000u64;
         let value = Bytes::from(vec![7u8; 1024]);
         let cpu = cpu_seconds();
         let start = Instant::now();
         for _ in 0..n {
-            drop(
-                producer
-                    .send(ProducerRecord::new("bench", value.clone()))
-                    .await
-                    .unwrap(),
-            );
+            drop(producer.send(ProducerRecord::new("bench", value.clone())).await.unwrap());
         }
         let sent = start.elapsed();
         producer.flush().await.unwrap();
@@ -856,10 +663,7 @@ mod tests {
         );
         producer.close().await.unwrap();
         let mut consumer = Consumer::new(client, ConsumerConfig::default());
-        consumer
-            .assign_all("bench", StartOffset::Earliest)
-            .await
-            .unwrap();
+        consumer.assign_all("bench", StartOffset::Earliest).await.unwrap();
         let cpu = cpu_seconds();
         let start = Instant::now();
         let mut got = 0u64;

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
+use eddy_sdk::protocol::messages::Acks;
+use eddy_sdk::{
+    Admin, ClientError, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, StartOffset,
+};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use eddy_sdk::protocol::messages::Acks;
-use eddy_sdk::{Admin, ClientError, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, StartOffset};
 use serde_json::json;
 
 use super::common::parse_acks;
@@ -134,7 +136,15 @@ async fn produce(b: ProduceBench) -> anyhow::Result<()> {
         };
         let producer = Producer::new(client, config).await?;
         let rate = if b.rate == 0 { 0.0 } else { b.rate as f64 / f64::from(b.producers) };
-        tasks.push(tokio::spawn(produce_one(producer, b.topic.clone(), value.clone(), share, rate, bar.clone(), started)));
+        tasks.push(tokio::spawn(produce_one(
+            producer,
+            b.topic.clone(),
+            value.clone(),
+            share,
+            rate,
+            bar.clone(),
+            started,
+        )));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let mut failed = 0;
@@ -272,7 +282,12 @@ async fn consume(b: ConsumeBench) -> anyhow::Result<()> {
             json!({"bench": "consume", "records": records, "bytes": bytes, "seconds": elapsed, "records_per_sec": rps, "mb_per_sec": mbps})
         );
     } else {
-        println!("consume: {records} records, {:.1} MB from {} partitions of {}", bytes as f64 / 1e6, topic.partitions.len(), b.topic);
+        println!(
+            "consume: {records} records, {:.1} MB from {} partitions of {}",
+            bytes as f64 / 1e6,
+            topic.partitions.len(),
+            b.topic
+        );
         println!("  throughput: {rps:.0} records/s, {mbps:.1} MB/s ({elapsed:.2} s)");
     }
     Ok(())

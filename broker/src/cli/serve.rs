@@ -104,7 +104,9 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
-    let broker = Broker::start(config.clone()).await.with_context(|| format!("starting broker in {}", config.data_dir.display()))?;
+    let broker = Broker::start(config.clone())
+        .await
+        .with_context(|| format!("starting broker in {}", config.data_dir.display()))?;
     eprintln!(
         "eddy broker {} listening on {} (data: {}, CA: {})",
         config.broker_id,

@@ -101,7 +101,9 @@ impl Handlers {
     pub async fn dispatch(self: &Arc<Self>, frame: Bytes) -> Option<PendingResponse> {
         let (header, payload) = match split_request(frame) {
             Ok(parts) => parts,
-            Err(e) => return Some(ready(error_frame(ErrorCode::MalformedRequest, ErrorResponse::message(e.to_string())))),
+            Err(e) => {
+                return Some(ready(error_frame(ErrorCode::MalformedRequest, ErrorResponse::message(e.to_string()))))
+            }
         };
         let Some(key) = ApiKey::from_u16(header.api_key) else {
             let msg = format!("unknown API key {}; this broker speaks eddy/1", header.api_key);
@@ -122,9 +124,7 @@ impl Handlers {
             ApiKey::Metadata => Some(ready(frame_of(self.metadata(payload)))),
             ApiKey::CreateTopic => Some(Box::pin(async move { frame_of(this.create_topic(payload).await) })),
             ApiKey::DeleteTopic => Some(Box::pin(async move { frame_of(this.delete_topic(payload).await) })),
-            ApiKey::CreatePartitions => {
-                Some(Box::pin(async move { frame_of(this.create_partitions(payload).await) }))
-            }
+            ApiKey::CreatePartitions => Some(Box::pin(async move { frame_of(this.create_partitions(payload).await) })),
         }
     }
 
@@ -146,10 +146,9 @@ impl Handlers {
             let partition = pb.partition;
             let queued = match BatchView::validate(pb.batch, limits) {
                 Ok(view) => self.store.append(&req.topic, partition, view.into_bytes()).await.map_err(Failure::from),
-                Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => Err(Failure::new(
-                    ErrorCode::RecordTooLarge,
-                    format!("{}/{partition}: {e}", req.topic),
-                )),
+                Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => {
+                    Err(Failure::new(ErrorCode::RecordTooLarge, format!("{}/{partition}: {e}", req.topic)))
+                }
                 Err(e) => Err(Failure::new(
                     ErrorCode::CorruptBatch,
                     format!("{}/{partition}: corrupt batch refused: {e}", req.topic),
@@ -174,12 +173,9 @@ impl Handlers {
                     Err(f) => Err(f),
                 };
                 out.push(match result {
-                    Ok(base_offset) => PartitionProduceResponse {
-                        partition,
-                        error_code: 0,
-                        error_message: String::new(),
-                        base_offset,
-                    },
+                    Ok(base_offset) => {
+                        PartitionProduceResponse { partition, error_code: 0, error_message: String::new(), base_offset }
+                    }
                     Err(f) => PartitionProduceResponse {
                         partition,
                         error_code: f.code as u16,
@@ -334,7 +330,8 @@ impl Handlers {
 
 /// Topic names: 1 to 249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), Failure> {
-    let bad = |why: String| Err(Failure::new(ErrorCode::InvalidTopicName, format!("invalid topic name '{name}': {why}")));
+    let bad =
+        |why: String| Err(Failure::new(ErrorCode::InvalidTopicName, format!("invalid topic name '{name}': {why}")));
     if name.is_empty() {
         return bad("it is empty".into());
     }

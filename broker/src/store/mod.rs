@@ -186,7 +186,10 @@ impl Store {
         Ok((t, p))
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(make(tx)).await.map_err(|_| StoreError::ShuttingDown)?;
         Ok(rx)
@@ -204,9 +207,8 @@ impl Store {
     ) -> Result<impl std::future::Future<Output = Result<u64, StoreError>>, StoreError> {
         let (t, _) = self.partition(topic, partition)?;
         let topic_id = t.config.id;
-        let rx = self
-            .submit(|reply| Job::Append { topic: topic.to_string(), topic_id, partition, batch, reply })
-            .await?;
+        let rx =
+            self.submit(|reply| Job::Append { topic: topic.to_string(), topic_id, partition, batch, reply }).await?;
         Ok(async move { rx.await.unwrap_or(Err(StoreError::ShuttingDown)) })
     }
 

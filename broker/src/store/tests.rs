@@ -10,7 +10,14 @@ fn config(dir: &Path) -> StoreConfig {
 }
 
 fn topic(name: &str, partitions: u32) -> TopicConfig {
-    TopicConfig { name: name.into(), id: 0, partitions, replication_factor: 1, retention_ms: None, retention_bytes: None }
+    TopicConfig {
+        name: name.into(),
+        id: 0,
+        partitions,
+        replication_factor: 1,
+        retention_ms: None,
+        retention_bytes: None,
+    }
 }
 
 fn batch(values: &[&str], ts: i64) -> Bytes {

@@ -433,7 +433,11 @@ fn init_partitions(txn: &WriteTransaction, topic_id: u64, range: std::ops::Range
     Ok(())
 }
 
-fn create_topic(txn: &WriteTransaction, state: &mut WriterState, mut config: TopicConfig) -> Result<TopicConfig, StoreError> {
+fn create_topic(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    mut config: TopicConfig,
+) -> Result<TopicConfig, StoreError> {
     if state.topics.contains_key(&config.name) {
         return Err(StoreError::TopicExists(config.name));
     }
@@ -463,7 +467,12 @@ fn delete_topic(txn: &WriteTransaction, state: &mut WriterState, name: &str) -> 
     Ok(())
 }
 
-fn add_partitions(txn: &WriteTransaction, state: &mut WriterState, name: &str, count: u32) -> Result<TopicConfig, StoreError> {
+fn add_partitions(
+    txn: &WriteTransaction,
+    state: &mut WriterState,
+    name: &str,
+    count: u32,
+) -> Result<TopicConfig, StoreError> {
     let t = state.topics.get_mut(name).ok_or_else(|| StoreError::UnknownTopic(name.to_string()))?;
     let current = t.config.partitions;
     if count <= current {

@@ -198,9 +198,7 @@ impl BatchBuilder {
         };
         let headers_part: usize = headers
             .iter()
-            .map(|h| {
-                varint_len(h.key.len() as u64) + h.key.len() + varint_len(h.value.len() as u64) + h.value.len()
-            })
+            .map(|h| varint_len(h.key.len() as u64) + h.key.len() + varint_len(h.value.len() as u64) + h.value.len())
             .sum();
         offset_len
             + ts_len

@@ -311,10 +311,7 @@ mod tests {
     fn refuses_bad_utf8_and_trailing_bytes() {
         let mut enc = Encoder::default();
         enc.put(&Bytes::from_static(&[0xff, 0xfe]));
-        assert!(matches!(
-            from_bytes::<String>(enc.finish().freeze()),
-            Err(DecodeError::InvalidUtf8 { .. })
-        ));
+        assert!(matches!(from_bytes::<String>(enc.finish().freeze()), Err(DecodeError::InvalidUtf8 { .. })));
         let mut enc = Encoder::default();
         enc.put(&1u8).put(&2u8);
         assert_eq!(from_bytes::<u8>(enc.finish().freeze()), Err(DecodeError::TrailingBytes(1)));

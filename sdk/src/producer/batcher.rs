@@ -214,12 +214,7 @@ impl Batcher {
 
     /// Adds a record. Returns it back with an error if it fails without being
     /// sent (explicit partition that does not exist).
-    pub fn push(
-        &mut self,
-        record: ProducerRecord,
-        pending: Pending,
-        now: Instant,
-    ) -> Option<(Pending, ClientError)> {
+    pub fn push(&mut self, record: ProducerRecord, pending: Pending, now: Instant) -> Option<(Pending, ClientError)> {
         let t = self.topic_index(&record.topic);
         match self.topics[t].state {
             TopicState::Unknown => {
@@ -234,9 +229,7 @@ impl Batcher {
             }
             TopicState::Ready => {
                 debug_assert!(self.topics[t].parked.is_empty());
-                let stale = self.topics[t]
-                    .fetched_at
-                    .is_none_or(|at| now.duration_since(at) >= METADATA_MAX_AGE);
+                let stale = self.topics[t].fetched_at.is_none_or(|at| now.duration_since(at) >= METADATA_MAX_AGE);
                 if stale {
                     self.want_metadata(t);
                 }
@@ -286,16 +279,11 @@ impl Batcher {
         match (record.partition, &record.key) {
             (Some(p), _) if p < n => Choice::Partition(p),
             (Some(p), _) => {
-                let fresh = topic
-                    .fetched_at
-                    .is_some_and(|at| now.duration_since(at) < METADATA_MIN_REFRESH);
+                let fresh = topic.fetched_at.is_some_and(|at| now.duration_since(at) < METADATA_MIN_REFRESH);
                 if fresh {
                     Choice::Fail(ClientError::broker(
                         ErrorCode::UnknownPartition,
-                        format!(
-                            "partition {p} does not exist in topic {} ({n} partitions)",
-                            topic.name
-                        ),
+                        format!("partition {p} does not exist in topic {} ({n} partitions)", topic.name),
                     ))
                 } else {
                     Choice::Refresh
@@ -313,8 +301,7 @@ impl Batcher {
     /// Whether partition `p`'s open batch has no room for a record of `size` bytes.
     fn must_close(&self, t: usize, p: u32, size: usize) -> bool {
         self.topics[t].open[p as usize].as_ref().is_some_and(|b| {
-            b.builder.len() + size > self.cfg.max_batch_bytes
-                || b.builder.record_count() >= MAX_RECORDS_PER_BATCH
+            b.builder.len() + size > self.cfg.max_batch_bytes || b.builder.record_count() >= MAX_RECORDS_PER_BATCH
         })
     }
 
@@ -328,18 +315,11 @@ impl Batcher {
         }
         if self.topics[t].open[pi].is_none() {
             // A record larger than a whole batch goes alone into its own batch.
-            let capacity = if BATCH_HEADER_BYTES + size > max {
-                size
-            } else {
-                max - BATCH_HEADER_BYTES
-            };
+            let capacity = if BATCH_HEADER_BYTES + size > max { size } else { max - BATCH_HEADER_BYTES };
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            self.topics[t].open[pi] = Some(OpenBatch {
-                id,
-                builder: BatchBuilder::with_capacity(capacity),
-                pending: Vec::new(),
-            });
+            self.topics[t].open[pi] =
+                Some(OpenBatch { id, builder: BatchBuilder::with_capacity(capacity), pending: Vec::new() });
             self.deadlines.push_back((now + self.cfg.linger, t, p, id));
             self.open_count += 1;
         }
@@ -347,9 +327,7 @@ impl Batcher {
             unreachable!("batch opened above");
         };
         let timestamp = record.timestamp.unwrap_or_else(super::now_ms);
-        batch
-            .builder
-            .push(key, &record.value, timestamp, &record.headers);
+        batch.builder.push(key, &record.value, timestamp, &record.headers);
         batch.pending.push(pending);
         if batch.builder.len() >= max {
             self.close(t, p);
@@ -364,11 +342,7 @@ impl Batcher {
             return;
         };
         self.open_count -= 1;
-        topic.ready.push_back(ReadyBatch {
-            partition: p,
-            batch: open.builder.finish(0, 0),
-            pending: open.pending,
-        });
+        topic.ready.push_back(ReadyBatch { partition: p, batch: open.builder.finish(0, 0), pending: open.pending });
         if topic.sticky == p && topic.partitions > 0 {
             topic.sticky = (p + 1) % topic.partitions;
         }
@@ -415,10 +389,7 @@ impl Batcher {
                 break;
             }
             self.deadlines.pop_front();
-            if self.topics[t].open[p as usize]
-                .as_ref()
-                .is_some_and(|b| b.id == id)
-            {
+            if self.topics[t].open[p as usize].as_ref().is_some_and(|b| b.id == id) {
                 self.close(t, p);
             }
         }
@@ -438,11 +409,7 @@ impl Batcher {
                 if !fits {
                     out.extend(current.take());
                     serial += 1;
-                    current = Some(ReadyRequest {
-                        topic: topic.name.clone(),
-                        batches: Vec::new(),
-                        bytes: 0,
-                    });
+                    current = Some(ReadyRequest { topic: topic.name.clone(), batches: Vec::new(), bytes: 0 });
                 }
                 if let Some(req) = current.as_mut() {
                     topic.stamp[pi] = serial;
@@ -459,9 +426,7 @@ impl Batcher {
     /// The next topic whose partition count is wanted, if any. Each is
     /// returned once until [`Batcher::on_metadata`] answers it.
     pub fn poll_metadata(&mut self) -> Option<Arc<str>> {
-        self.metadata_wanted
-            .pop()
-            .map(|t| self.topics[t].name.clone())
+        self.metadata_wanted.pop().map(|t| self.topics[t].name.clone())
     }
 
     /// Asks for fresh metadata of `topic` (after an UnknownTopic or
@@ -487,10 +452,7 @@ impl Batcher {
         };
         self.topics[t].refreshing = false;
         let result = match result {
-            Ok(0) => Err(ClientError::broker(
-                ErrorCode::InvalidPartitions,
-                format!("topic {topic} has no partitions"),
-            )),
+            Ok(0) => Err(ClientError::broker(ErrorCode::InvalidPartitions, format!("topic {topic} has no partitions"))),
             other => other,
         };
         let mut failed = Vec::new();
@@ -532,11 +494,7 @@ impl Batcher {
                         acc.state = TopicState::Unknown;
                         let parked = std::mem::take(&mut acc.parked);
                         self.parked_count -= parked.len();
-                        failed.extend(
-                            parked
-                                .into_iter()
-                                .map(|(_, pending)| (pending, err.clone())),
-                        );
+                        failed.extend(parked.into_iter().map(|(_, pending)| (pending, err.clone())));
                     }
                     TopicState::Ready if err.code() == Some(ErrorCode::UnknownTopic) => {
                         acc.state = TopicState::Unknown;
@@ -573,11 +531,7 @@ pub(crate) struct FlushTracker {
 
 impl Default for FlushTracker {
     fn default() -> Self {
-        Self {
-            base: 0,
-            counts: VecDeque::from([0]),
-            waiters: Vec::new(),
-        }
+        Self { base: 0, counts: VecDeque::from([0]), waiters: Vec::new() }
     }
 }
 
@@ -596,9 +550,7 @@ impl FlushTracker {
 
     /// Marks one record of `epoch` done.
     pub fn done(&mut self, epoch: u64) {
-        let i = epoch
-            .checked_sub(self.base)
-            .and_then(|i| usize::try_from(i).ok());
+        let i = epoch.checked_sub(self.base).and_then(|i| usize::try_from(i).ok());
         match i.and_then(|i| self.counts.get_mut(i)) {
             Some(c) if *c > 0 => *c -= 1,
             _ => debug_assert!(false, "record of epoch {epoch} completed twice"),
@@ -639,14 +591,8 @@ impl FlushTracker {
 /// Encodes a produce request frame as chunks that share the batches' bytes
 /// instead of copying them. Concatenated, the chunks equal
 /// `frame::request_frame(ApiKey::Produce, &to_bytes(&ProduceRequest { .. }))`.
-pub(crate) fn encode_produce(
-    topic: &str,
-    acks: Acks,
-    timeout_ms: u32,
-    batches: &[ReadyBatch],
-) -> Vec<Bytes> {
-    let payload_len: usize =
-        4 + topic.len() + 1 + 4 + 4 + batches.iter().map(|b| 4 + 4 + b.batch.len()).sum::<usize>();
+pub(crate) fn encode_produce(topic: &str, acks: Acks, timeout_ms: u32, batches: &[ReadyBatch]) -> Vec<Bytes> {
+    let payload_len: usize = 4 + topic.len() + 1 + 4 + 4 + batches.iter().map(|b| 4 + 4 + b.batch.len()).sum::<usize>();
     let mut head = BytesMut::with_capacity(4 + REQUEST_HEADER_BYTES + 4 + topic.len() + 9 + 8);
     head.put_u32_le((REQUEST_HEADER_BYTES + payload_len) as u32);
     head.put_u16_le(ApiKey::Produce as u16);
@@ -679,11 +625,7 @@ pub(crate) fn encode_produce(
 /// Maps a produce response frame to one outcome per batch of the request
 /// (partitions in request order): the base offset the broker gave the batch,
 /// or the error for that partition (or for the whole request).
-pub(crate) fn batch_outcomes(
-    code: u16,
-    payload: Bytes,
-    partitions: &[u32],
-) -> Vec<Result<u64, ClientError>> {
+pub(crate) fn batch_outcomes(code: u16, payload: Bytes, partitions: &[u32]) -> Vec<Result<u64, ClientError>> {
     let resp = match decode_response::<ProduceResponse>(code, payload) {
         Ok(r) => r,
         Err(e) => return vec![Err(e); partitions.len()],
@@ -697,30 +639,18 @@ pub(crate) fn batch_outcomes(
                 _ => resp.partitions.iter().find(|o| o.partition == p),
             };
             match outcome {
-                None => Err(ClientError::Decode(format!(
-                    "produce response has no outcome for partition {p}"
-                ))),
+                None => Err(ClientError::Decode(format!("produce response has no outcome for partition {p}"))),
                 Some(o) if o.error_code == ErrorCode::None as u16 => Ok(o.base_offset),
-                Some(o) => Err(ClientError::broker(
-                    ErrorCode::from_u16(o.error_code),
-                    o.error_message.clone(),
-                )),
+                Some(o) => Err(ClientError::broker(ErrorCode::from_u16(o.error_code), o.error_message.clone())),
             }
         })
         .collect()
 }
 
 /// The metadata of record `index` of a batch stored at `base`.
-pub(crate) fn record_metadata(
-    partition: u32,
-    base: u64,
-    index: usize,
-) -> Result<RecordMetadata, ClientError> {
+pub(crate) fn record_metadata(partition: u32, base: u64, index: usize) -> Result<RecordMetadata, ClientError> {
     base.checked_add(index as u64)
-        .map(|offset| RecordMetadata {
-            partition,
-            offset: Some(offset),
-        })
+        .map(|offset| RecordMetadata { partition, offset: Some(offset) })
         .ok_or_else(|| ClientError::Decode(format!("base offset {base} overflows")))
 }
 
@@ -733,25 +663,11 @@ mod tests {
     use eddy_protocol::messages::{PartitionBatch, PartitionProduceResponse, ProduceRequest};
     use eddy_protocol::ErrorResponse;
 
-    const CFG: BatchConfig = BatchConfig {
-        max_batch_bytes: 1000,
-        linger: Duration::from_millis(5),
-    };
+    const CFG: BatchConfig = BatchConfig { max_batch_bytes: 1000, linger: Duration::from_millis(5) };
 
-    fn pending(
-        tracker: &mut FlushTracker,
-    ) -> (
-        Pending,
-        oneshot::Receiver<Result<RecordMetadata, ClientError>>,
-    ) {
+    fn pending(tracker: &mut FlushTracker) -> (Pending, oneshot::Receiver<Result<RecordMetadata, ClientError>>) {
         let (tx, rx) = oneshot::channel();
-        (
-            Pending {
-                tx,
-                epoch: tracker.add(),
-            },
-            rx,
-        )
+        (Pending { tx, epoch: tracker.add() }, rx)
     }
 
     fn rec(value_len: usize) -> ProducerRecord {
@@ -801,11 +717,7 @@ mod tests {
         assert!(b.on_metadata("t", Ok(4), now).is_empty());
         assert_eq!(b.parked_len(), 0);
         let reqs = b.poll_ready(now + CFG.linger);
-        assert_eq!(
-            partitions_of(&reqs),
-            vec![vec![(0, 3)]],
-            "sticky: all keyless records in one partition"
-        );
+        assert_eq!(partitions_of(&reqs), vec![vec![(0, 3)]], "sticky: all keyless records in one partition");
         assert!(b.is_idle());
     }
 
@@ -816,11 +728,7 @@ mod tests {
         let mut tr = FlushTracker::default();
         let (p, _) = pending(&mut tr);
         b.push(rec(1), p, now);
-        let failed = b.on_metadata(
-            "t",
-            Err(ClientError::broker(ErrorCode::UnknownTopic, "no")),
-            now,
-        );
+        let failed = b.on_metadata("t", Err(ClientError::broker(ErrorCode::UnknownTopic, "no")), now);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].1.code(), Some(ErrorCode::UnknownTopic));
         assert!(b.is_idle());
@@ -847,27 +755,15 @@ mod tests {
                 seen.push((batch.partition, batch.pending.len()));
             }
         }
-        assert_eq!(
-            seen,
-            vec![(1, 8), (2, 8)],
-            "full batches close and the next partition takes over"
-        );
+        assert_eq!(seen, vec![(1, 8), (2, 8)], "full batches close and the next partition takes over");
         let reqs = b.poll_ready(now + CFG.linger);
-        assert_eq!(
-            partitions_of(&reqs),
-            vec![vec![(0, 4)]],
-            "round robin wraps; linger sends the rest"
-        );
+        assert_eq!(partitions_of(&reqs), vec![vec![(0, 4)]], "round robin wraps; linger sends the rest");
         // Sending the sticky partition's batch (here by flush) moves it on too.
         let (p, _) = pending(&mut tr);
         b.push(rec(10), p, now);
         b.close_all();
         let reqs = b.poll_ready(now);
-        assert_eq!(
-            partitions_of(&reqs),
-            vec![vec![(1, 1)]],
-            "sticky moved on when partition 0's batch was sent"
-        );
+        assert_eq!(partitions_of(&reqs), vec![vec![(1, 1)]], "sticky moved on when partition 0's batch was sent");
     }
 
     #[test]
@@ -881,10 +777,7 @@ mod tests {
         b.push(rec(1).partition(5), p, now);
         b.close_all();
         let reqs = b.poll_ready(now);
-        let mut got: Vec<u32> = reqs
-            .iter()
-            .flat_map(|r| r.batches.iter().map(|b| b.partition))
-            .collect();
+        let mut got: Vec<u32> = reqs.iter().flat_map(|r| r.batches.iter().map(|b| b.partition)).collect();
         got.sort();
         let mut want = vec![partition_for_key(b"user-42", 8), 5];
         want.sort();
@@ -905,19 +798,13 @@ mod tests {
         let (p, _) = pending(&mut tr);
         assert!(b.push(rec(1).partition(2), p, later).is_none());
         let (p, _) = pending(&mut tr);
-        assert!(
-            b.push(rec(1), p, later).is_none(),
-            "later records park behind it"
-        );
+        assert!(b.push(rec(1), p, later).is_none(), "later records park behind it");
         assert_eq!(b.parked_len(), 2);
         assert_eq!(b.poll_metadata().as_deref(), Some("t"));
         assert!(b.on_metadata("t", Ok(3), later).is_empty());
         b.close_all();
         let reqs = b.poll_ready(later);
-        let got: Vec<u32> = reqs
-            .iter()
-            .flat_map(|r| r.batches.iter().map(|b| b.partition))
-            .collect();
+        let got: Vec<u32> = reqs.iter().flat_map(|r| r.batches.iter().map(|b| b.partition)).collect();
         assert!(got.contains(&2), "{got:?}");
         // Still too large after a refresh: fail.
         let (p, _) = pending(&mut tr);
@@ -979,10 +866,7 @@ mod tests {
         }
         b.close_all();
         let reqs = b.poll_ready(now);
-        let parts: Vec<Vec<u32>> = reqs
-            .iter()
-            .map(|r| r.batches.iter().map(|b| b.partition).collect())
-            .collect();
+        let parts: Vec<Vec<u32>> = reqs.iter().map(|r| r.batches.iter().map(|b| b.partition).collect()).collect();
         // Closing order: 0, (1, 2 at close_all after 0 #2)... each request has distinct partitions
         // and partition 0's batches stay in order across requests.
         for r in &parts {
@@ -1009,10 +893,7 @@ mod tests {
         let reqs = b.poll_ready(now);
         assert_eq!(partitions_of(&reqs), vec![vec![(0, 1)]]);
         tr.resolve();
-        assert!(
-            wrx.try_recv().is_err(),
-            "record of the flushed epoch still outstanding"
-        );
+        assert!(wrx.try_recv().is_err(), "record of the flushed epoch still outstanding");
         for batch in reqs.into_iter().flat_map(|r| r.batches) {
             for pd in batch.pending {
                 tr.done(pd.epoch);
@@ -1040,10 +921,7 @@ mod tests {
         let (w3, mut r3) = oneshot::channel();
         tr.flush(w3);
         tr.resolve();
-        assert!(
-            r3.try_recv().is_ok(),
-            "a flush with nothing outstanding resolves at once"
-        );
+        assert!(r3.try_recv().is_ok(), "a flush with nothing outstanding resolves at once");
     }
 
     #[test]
@@ -1054,11 +932,7 @@ mod tests {
         let mut tr = FlushTracker::default();
         let batches: Vec<ReadyBatch> = [3u32, 7]
             .iter()
-            .map(|&p| ReadyBatch {
-                partition: p,
-                batch: batch.clone(),
-                pending: vec![pending(&mut tr).0],
-            })
+            .map(|&p| ReadyBatch { partition: p, batch: batch.clone(), pending: vec![pending(&mut tr).0] })
             .collect();
         for acks in [Acks::None, Acks::Leader, Acks::All] {
             let chunks = encode_produce("topic-a", acks, 30_000, &batches);
@@ -1069,28 +943,14 @@ mod tests {
                 timeout_ms: 30_000,
                 partitions: batches
                     .iter()
-                    .map(|b| PartitionBatch {
-                        partition: b.partition,
-                        batch: b.batch.clone(),
-                    })
+                    .map(|b| PartitionBatch { partition: b.partition, batch: b.batch.clone() })
                     .collect(),
             };
-            assert_eq!(
-                joined,
-                request_frame(ApiKey::Produce, &to_bytes(&req)).to_vec()
-            );
+            assert_eq!(joined, request_frame(ApiKey::Produce, &to_bytes(&req)).to_vec());
         }
         let joined: Vec<u8> = encode_produce("t", Acks::Leader, 1, &[]).concat();
-        let empty = ProduceRequest {
-            topic: "t".into(),
-            acks: Acks::Leader,
-            timeout_ms: 1,
-            partitions: vec![],
-        };
-        assert_eq!(
-            joined,
-            request_frame(ApiKey::Produce, &to_bytes(&empty)).to_vec()
-        );
+        let empty = ProduceRequest { topic: "t".into(), acks: Acks::Leader, timeout_ms: 1, partitions: vec![] };
+        assert_eq!(joined, request_frame(ApiKey::Produce, &to_bytes(&empty)).to_vec());
     }
 
     #[test]
@@ -1113,25 +973,14 @@ mod tests {
         };
         // Outcomes are matched by partition even if the order differs.
         let out = batch_outcomes(0, to_bytes(&resp), &[1, 4, 9]);
-        assert_eq!(
-            out[0].as_ref().unwrap_err().code(),
-            Some(ErrorCode::NotEnoughReplicas)
-        );
+        assert_eq!(out[0].as_ref().unwrap_err().code(), Some(ErrorCode::NotEnoughReplicas));
         assert_eq!(*out[1].as_ref().unwrap(), 100);
         assert!(matches!(out[2], Err(ClientError::Decode(_))));
-        assert_eq!(
-            record_metadata(4, 100, 2).unwrap(),
-            RecordMetadata {
-                partition: 4,
-                offset: Some(102)
-            }
-        );
+        assert_eq!(record_metadata(4, 100, 2).unwrap(), RecordMetadata { partition: 4, offset: Some(102) });
         assert!(record_metadata(4, u64::MAX, 1).is_err());
         // A whole-request error applies to every batch.
         let body = to_bytes(&ErrorResponse::message("gone"));
         let out = batch_outcomes(ErrorCode::UnknownTopic as u16, body, &[0, 1]);
-        assert!(out
-            .iter()
-            .all(|o| o.as_ref().unwrap_err().code() == Some(ErrorCode::UnknownTopic)));
+        assert!(out.iter().all(|o| o.as_ref().unwrap_err().code() == Some(ErrorCode::UnknownTopic)));
     }
 }

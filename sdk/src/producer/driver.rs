@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::batcher::{
-    batch_outcomes, encode_produce, record_metadata, BatchConfig, Batcher, Completion,
-    FlushTracker, Pending, ReadyRequest,
+    batch_outcomes, encode_produce, record_metadata, BatchConfig, Batcher, Completion, FlushTracker, Pending,
+    ReadyRequest,
 };
 use super::{ProducerConfig, ProducerRecord, RecordMetadata};
 use crate::admin::find_topic;
@@ -82,17 +82,10 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub fn new(client: Client, config: ProducerConfig) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let batcher = Batcher::new(
-            BatchConfig {
-                max_batch_bytes: config.max_batch_bytes,
-                linger: config.linger,
-            },
-            seed,
-        );
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let batcher =
+            Batcher::new(BatchConfig { max_batch_bytes: config.max_batch_bytes, linger: config.linger }, seed);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (meta_tx, meta_rx) = mpsc::unbounded_channel();
         Self {
@@ -129,8 +122,7 @@ impl Driver {
                 && self.batcher.parked_len() < self.config.buffer_records;
             let wakeup = self.next_wakeup();
             let far = Instant::now() + std::time::Duration::from_secs(3600);
-            let sleep =
-                tokio::time::sleep_until(tokio::time::Instant::from_std(wakeup.unwrap_or(far)));
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wakeup.unwrap_or(far)));
             tokio::select! {
                 biased;
                 Some((generation, event)) = self.events_rx.recv() => self.on_stream_event(generation, event),
@@ -157,10 +149,7 @@ impl Driver {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let linger = self.batcher.next_deadline();
-        let timeout = self
-            .in_flight
-            .front()
-            .map(|f| f.sent_at + self.config_request_timeout());
+        let timeout = self.in_flight.front().map(|f| f.sent_at + self.config_request_timeout());
         match (linger, timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -175,18 +164,10 @@ impl Driver {
         self.batcher.is_idle() && self.queue.is_empty() && self.in_flight.is_empty()
     }
 
-    fn on_command(
-        &mut self,
-        command: Command,
-        now: Instant,
-        commands: &mut mpsc::Receiver<Command>,
-    ) {
+    fn on_command(&mut self, command: Command, now: Instant, commands: &mut mpsc::Receiver<Command>) {
         match command {
             Command::Record(record, tx) => {
-                let pending = Pending {
-                    tx,
-                    epoch: self.tracker.add(),
-                };
+                let pending = Pending { tx, epoch: self.tracker.add() };
                 if let Some((pending, err)) = self.batcher.push(record, pending, now) {
                     self.complete(pending, Err(err));
                 }
@@ -223,11 +204,7 @@ impl Driver {
     /// ready batches and writing what the pipeline has room for.
     async fn step(&mut self) {
         let now = Instant::now();
-        if self
-            .in_flight
-            .front()
-            .is_some_and(|f| now >= f.sent_at + self.config_request_timeout())
-        {
+        if self.in_flight.front().is_some_and(|f| now >= f.sent_at + self.config_request_timeout()) {
             let err = ClientError::Timeout(self.config_request_timeout());
             tracing::warn!(error = %err, "produce request unanswered; abandoning the stream");
             self.fail_stream(err);
@@ -247,14 +224,9 @@ impl Driver {
         let client = self.client.clone();
         let tx = self.meta_tx.clone();
         tokio::spawn(async move {
-            let req = MetadataRequest {
-                topics: Some(vec![topic.to_string()]),
-            };
-            let result = client
-                .request(&req)
-                .await
-                .and_then(|resp| find_topic(resp, &topic))
-                .map(|t| t.partitions.len() as u32);
+            let req = MetadataRequest { topics: Some(vec![topic.to_string()]) };
+            let result =
+                client.request(&req).await.and_then(|resp| find_topic(resp, &topic)).map(|t| t.partitions.len() as u32);
             let _ = tx.send((topic, result));
         });
     }
@@ -283,11 +255,7 @@ impl Driver {
                 }
             }
         });
-        self.stream = Some(PipeStream {
-            send,
-            generation,
-            reader,
-        });
+        self.stream = Some(PipeStream { send, generation, reader });
     }
 
     /// Abandons the current stream and fails every record in flight on it.
@@ -320,13 +288,9 @@ impl Driver {
         match event {
             ReaderEvent::Frame(code, payload) => match self.in_flight.pop_front() {
                 Some(request) => self.on_response(request, code, payload),
-                None => self.fail_stream(ClientError::Decode(
-                    "produce response without a request".into(),
-                )),
+                None => self.fail_stream(ClientError::Decode("produce response without a request".into())),
             },
-            ReaderEvent::End => self.fail_stream(ClientError::Transport(
-                "broker ended the produce stream".into(),
-            )),
+            ReaderEvent::End => self.fail_stream(ClientError::Transport("broker ended the produce stream".into())),
             ReaderEvent::Failed(err) => self.fail_stream(err),
         }
     }
@@ -343,10 +307,7 @@ impl Driver {
                     }
                 }
                 Err(err) => {
-                    if matches!(
-                        err.code(),
-                        Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)
-                    ) {
+                    if matches!(err.code(), Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)) {
                         self.batcher.request_refresh(&request.topic);
                     }
                     // Not retried, even when retriable: see fail_stream.
@@ -376,40 +337,24 @@ impl Driver {
                 }
             }
             let Some(stream) = self.stream.as_mut() else {
-                return self
-                    .fail_queued(request, ClientError::Transport("no produce stream".into()));
+                return self.fail_queued(request, ClientError::Transport("no produce stream".into()));
             };
-            let mut chunks =
-                encode_produce(&request.topic, acks, PRODUCE_TIMEOUT_MS, &request.batches);
-            let written =
-                tokio::time::timeout(limit, stream.send.write_all_chunks(&mut chunks)).await;
-            let batches: Vec<(u32, Vec<Pending>)> = request
-                .batches
-                .into_iter()
-                .map(|b| (b.partition, b.pending))
-                .collect();
+            let mut chunks = encode_produce(&request.topic, acks, PRODUCE_TIMEOUT_MS, &request.batches);
+            let written = tokio::time::timeout(limit, stream.send.write_all_chunks(&mut chunks)).await;
+            let batches: Vec<(u32, Vec<Pending>)> =
+                request.batches.into_iter().map(|b| (b.partition, b.pending)).collect();
             let err = match written {
                 Ok(Ok(())) if acks == Acks::None => {
                     // No response will come: written is all we will ever know.
                     for (partition, pending) in batches {
                         for p in pending {
-                            self.complete(
-                                p,
-                                Ok(RecordMetadata {
-                                    partition,
-                                    offset: None,
-                                }),
-                            );
+                            self.complete(p, Ok(RecordMetadata { partition, offset: None }));
                         }
                     }
                     continue;
                 }
                 Ok(Ok(())) => {
-                    self.in_flight.push_back(InFlight {
-                        sent_at: Instant::now(),
-                        topic: request.topic,
-                        batches,
-                    });
+                    self.in_flight.push_back(InFlight { sent_at: Instant::now(), topic: request.topic, batches });
                     continue;
                 }
                 Ok(Err(e)) => error::write_error(e),

@@ -19,7 +19,8 @@ fn produce_and_consume_json_through_the_cli() -> anyhow::Result<()> {
     ok(&broker.cli(&["topic", "create", "lines", "-p", "2"], b"")?);
     let input: String = (0..50).map(|i| format!("user{}:hello {i}\n", i % 5)).collect();
     ok(&broker.cli(&["produce", "lines", "--key-separator", ":"], input.as_bytes())?);
-    let out = ok(&broker.cli(&["consume", "lines", "--from-beginning", "--json", "--max-records", "50", "--timeout", "20"], b"")?);
+    let out = ok(&broker
+        .cli(&["consume", "lines", "--from-beginning", "--json", "--max-records", "50", "--timeout", "20"], b"")?);
     let records: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     assert_eq!(records.len(), 50);
     for r in &records {

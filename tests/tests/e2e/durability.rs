@@ -126,7 +126,9 @@ async fn retention_removes_old_batches_and_fetch_below_log_start_says_so() -> an
         max_wait_ms: 0,
     };
     match client.request(&fetch).await {
-        Err(ClientError::Broker { code: ErrorCode::OffsetOutOfRange, log_start, .. }) => assert_eq!(log_start, Some(50)),
+        Err(ClientError::Broker { code: ErrorCode::OffsetOutOfRange, log_start, .. }) => {
+            assert_eq!(log_start, Some(50))
+        }
         other => panic!("expected OffsetOutOfRange, got {other:?}"),
     }
     let read = read_all(&client, "by-time", 10).await?;

@@ -14,7 +14,11 @@ use eddy_sdk::{Client, Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 
 /// Reads every record of `topic` from the earliest offset until `expected`
 /// records arrived (or 60 s without progress), grouped by partition.
-pub async fn read_all(client: &Client, topic: &str, expected: usize) -> anyhow::Result<BTreeMap<u32, Vec<ConsumerRecord>>> {
+pub async fn read_all(
+    client: &Client,
+    topic: &str,
+    expected: usize,
+) -> anyhow::Result<BTreeMap<u32, Vec<ConsumerRecord>>> {
     let mut consumer = Consumer::new(client.clone(), ConsumerConfig::default());
     consumer.assign_all(topic, StartOffset::Earliest).await?;
     let mut by_partition: BTreeMap<u32, Vec<ConsumerRecord>> = BTreeMap::new();
