@@ -221,7 +221,7 @@ async fn produce_one(
                 }
             }
             done += 1;
-            if done % 1024 == 0 {
+            if done.is_multiple_of(1024) {
                 bar2.inc(1024);
             }
         }

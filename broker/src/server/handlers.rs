@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use eddy_protocol::batch::{BatchError, BatchLimits, BatchView};
 use eddy_protocol::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use eddy_protocol::frame::{response_frame, split_request, ApiKey, PROTOCOL_VERSION};
@@ -64,7 +64,25 @@ fn frame_of<T: Wire>(result: Result<T, Failure>) -> Bytes {
 }
 
 fn ready(frame: Bytes) -> PendingResponse {
-    Box::pin(async move { frame })
+    Box::pin(async move { vec![frame] })
+}
+
+/// A fetch response frame as two chunks: a small header and the stored
+/// records, which are sent as they are (no copy into a frame buffer).
+fn fetch_frame(result: Result<FetchResponse, Failure>) -> Vec<Bytes> {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(f) => return vec![error_frame(f.code, f.body)],
+    };
+    // Wire layout of FetchResponse: u64 high_watermark, u64 log_start, bytes records.
+    let body_len = 2 + 8 + 8 + 4 + resp.records.len();
+    let mut header = bytes::BytesMut::with_capacity(4 + body_len - resp.records.len());
+    header.put_u32_le(body_len as u32);
+    header.put_u16_le(0);
+    header.put_u64_le(resp.high_watermark);
+    header.put_u64_le(resp.log_start);
+    header.put_u32_le(resp.records.len() as u32);
+    vec![header.freeze(), resp.records]
 }
 
 /// Limits and identity the handlers apply.
@@ -119,12 +137,14 @@ impl Handlers {
         let this = self.clone();
         match key {
             ApiKey::Produce => self.produce(payload).await,
-            ApiKey::Fetch => Some(Box::pin(async move { frame_of(this.fetch(payload).await) })),
+            ApiKey::Fetch => Some(Box::pin(async move { fetch_frame(this.fetch(payload).await) })),
             ApiKey::ListOffsets => Some(ready(frame_of(self.list_offsets(payload)))),
             ApiKey::Metadata => Some(ready(frame_of(self.metadata(payload)))),
-            ApiKey::CreateTopic => Some(Box::pin(async move { frame_of(this.create_topic(payload).await) })),
-            ApiKey::DeleteTopic => Some(Box::pin(async move { frame_of(this.delete_topic(payload).await) })),
-            ApiKey::CreatePartitions => Some(Box::pin(async move { frame_of(this.create_partitions(payload).await) })),
+            ApiKey::CreateTopic => Some(Box::pin(async move { vec![frame_of(this.create_topic(payload).await)] })),
+            ApiKey::DeleteTopic => Some(Box::pin(async move { vec![frame_of(this.delete_topic(payload).await)] })),
+            ApiKey::CreatePartitions => {
+                Some(Box::pin(async move { vec![frame_of(this.create_partitions(payload).await)] }))
+            }
         }
     }
 
@@ -184,7 +204,7 @@ impl Handlers {
                     },
                 });
             }
-            frame_of(Ok(ProduceResponse { partitions: out }))
+            vec![frame_of(Ok(ProduceResponse { partitions: out }))]
         }))
     }
 

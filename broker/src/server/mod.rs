@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use eddy_protocol::frame::{check_length, REQUEST_HEADER_BYTES};
 use eddy_protocol::{ErrorCode, ErrorResponse};
 use futures::future::BoxFuture;
@@ -35,7 +35,7 @@ pub const PIPELINE_DEPTH: usize = 128;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// A response that is being computed; resolves to a whole response frame.
-pub type PendingResponse = BoxFuture<'static, Bytes>;
+pub type PendingResponse = BoxFuture<'static, Vec<Bytes>>;
 
 /// QUIC transport settings tuned for bulk record transfer on fast links.
 pub fn transport_config() -> quinn::TransportConfig {
@@ -150,14 +150,19 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Bytes, ReadFrame> {
     }
     let len = u32::from_le_bytes(len);
     check_length(len, REQUEST_HEADER_BYTES).map_err(|e| ReadFrame::Malformed(e.to_string()))?;
-    let mut body = vec![0u8; len as usize];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => Ok(Bytes::from(body)),
-        Err(quinn::ReadExactError::FinishedEarly(n)) => {
-            Err(ReadFrame::Malformed(format!("truncated frame: stream ended after {n} of {len} bytes")))
+    // Filled chunk by chunk: no zeroing of a buffer that is overwritten anyway.
+    let mut body = BytesMut::with_capacity(len as usize);
+    while body.len() < len as usize {
+        match recv.read_chunk(len as usize - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                let n = body.len();
+                return Err(ReadFrame::Malformed(format!("truncated frame: stream ended after {n} of {len} bytes")));
+            }
+            Err(_) => return Err(ReadFrame::Gone),
         }
-        Err(quinn::ReadExactError::ReadError(_)) => Err(ReadFrame::Gone),
     }
+    Ok(body.freeze())
 }
 
 /// Serves one stream: reads requests until the client finishes it, answering
@@ -179,7 +184,7 @@ async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: R
                 Err(ReadFrame::Malformed(reason)) => {
                     debug!(%reason, "malformed frame");
                     let frame = error_frame(ErrorCode::MalformedRequest, ErrorResponse::message(reason));
-                    let _ = tx.send(Box::pin(async move { frame })).await;
+                    let _ = tx.send(Box::pin(async move { vec![frame] })).await;
                     // The stream cannot be resynchronised: stop reading it.
                     let _ = recv.stop(VarInt::from_u32(1));
                     break;
@@ -189,8 +194,8 @@ async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: R
     };
     let writer = async move {
         while let Some(response) = rx.recv().await {
-            let frame = response.await;
-            if send.write_all(&frame).await.is_err() {
+            let mut chunks = response.await;
+            if send.write_all_chunks(&mut chunks).await.is_err() {
                 return;
             }
         }

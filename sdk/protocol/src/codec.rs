@@ -49,7 +49,7 @@ impl Encoder {
     }
 
     /// Encodes `value` at the end of the buffer.
-    pub fn put<T: Wire + ?Sized>(&mut self, value: &T) -> &mut Self {
+    pub fn put<T: Wire>(&mut self, value: &T) -> &mut Self {
         value.encode(self);
         self
     }

@@ -37,7 +37,7 @@ async fn sigkill_during_acks_1_produce_loses_no_acknowledged_record() -> anyhow:
                         acked.lock().unwrap().push((meta.partition, meta.offset.unwrap(), value));
                     }
                 }));
-                if i % 1000 == 0 {
+                if i.is_multiple_of(1000) {
                     tokio::task::yield_now().await;
                 }
                 if checkers.len() > 20_000 {
