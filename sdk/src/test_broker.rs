@@ -406,7 +406,6 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Reply {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::time::Instant;
 
     use eddy_protocol::partition::partition_for_key;
 
@@ -626,60 +625,5 @@ mod tests {
         }
         assert!(saw_unknown);
         producer.close().await.unwrap();
-    }
-
-    /// CPU seconds used by this process so far (Linux only; 0 elsewhere).
-    fn cpu_seconds() -> f64 {
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        (ticks(11) + ticks(12)) / 100.0
-    }
-
-    /// Rough throughput check: `cargo test -p eddy-sdk --release -- --ignored --nocapture throughput`.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn throughput() {
-        let b = TestBroker::start().await;
-        let client = connect(&b).await;
-        Admin::new(client.clone()).create_topic(NewTopic::new("bench", 4)).await.unwrap();
-        let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
-        let n = 300_000u64;
-        let value = Bytes::from(vec![7u8; 1024]);
-        let cpu = cpu_seconds();
-        let start = Instant::now();
-        for _ in 0..n {
-            drop(producer.send(ProducerRecord::new("bench", value.clone())).await.unwrap());
-        }
-        let sent = start.elapsed();
-        producer.flush().await.unwrap();
-        let acked = start.elapsed();
-        println!(
-            "send(): {:.0} records/s; acknowledged: {:.0} records/s ({:.0} MB/s), {:.2} CPU s",
-            n as f64 / sent.as_secs_f64(),
-            n as f64 / acked.as_secs_f64(),
-            (n * 1024) as f64 / acked.as_secs_f64() / 1e6,
-            cpu_seconds() - cpu
-        );
-        producer.close().await.unwrap();
-        let mut consumer = Consumer::new(client, ConsumerConfig::default());
-        consumer.assign_all("bench", StartOffset::Earliest).await.unwrap();
-        let cpu = cpu_seconds();
-        let start = Instant::now();
-        let mut got = 0u64;
-        let mut bytes = 0usize;
-        while got < n {
-            for r in consumer.poll(Duration::from_secs(5)).await.unwrap() {
-                bytes += r.value.len();
-                got += 1;
-            }
-        }
-        let took = start.elapsed();
-        println!(
-            "consume: {:.0} records/s, {:.0} MB/s of values, {:.2} CPU s",
-            n as f64 / took.as_secs_f64(),
-            bytes as f64 / took.as_secs_f64() / 1e6,
-            cpu_seconds() - cpu
-        );
     }
 }
