@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::groups::GroupService;
 use crate::server::handlers::{HandlerConfig, Handlers};
 use crate::store::{store_path, DurabilityPolicy, Store, StoreConfig, StoreError};
 use crate::tls::{self, TlsError};
@@ -88,6 +89,7 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     retention: JoinHandle<()>,
+    group_ticker: JoinHandle<()>,
 }
 
 impl Broker {
@@ -124,8 +126,11 @@ impl Broker {
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let groups = GroupService::new(store.clone());
+        let group_ticker = groups.spawn_ticker(shutdown_rx.clone());
         let handlers = Arc::new(Handlers::new(
             store.clone(),
+            groups,
             HandlerConfig {
                 broker_id: config.broker_id,
                 advertised_addr: config.advertised_addr.clone().unwrap_or_else(|| local_addr.to_string()),
@@ -142,7 +147,7 @@ impl Broker {
             warn!(file = %addr_file.display(), error = %e, "cannot write the address file");
         }
         crate::server::announce(config.broker_id, local_addr, &identity.ca_path);
-        Ok(Self { local_addr, ca_path: identity.ca_path, store, shutdown, server, retention })
+        Ok(Self { local_addr, ca_path: identity.ca_path, store, shutdown, server, retention, group_ticker })
     }
 
     /// The bound address.
@@ -166,6 +171,7 @@ impl Broker {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
         let _ = self.retention.await;
+        let _ = self.group_ticker.await;
         self.store.close().await;
         info!("shutdown complete");
     }

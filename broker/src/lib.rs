@@ -3,9 +3,11 @@
 //! * [`store`]: redb-backed partition logs with group commit and retention.
 //! * [`tls`]: the broker's certificate (generated on first start).
 //! * [`server`]: the QUIC endpoint, connection and stream handling, request dispatch.
+//! * [`groups`]: consumer-group coordinator, assignors and committed offsets.
 //! * [`broker`]: wiring of the above into a running broker with clean shutdown.
 
 pub mod broker;
+pub mod groups;
 pub mod server;
 pub mod store;
 pub mod tls;

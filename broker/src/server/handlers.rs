@@ -1,6 +1,7 @@
 //! Request dispatch: decodes a frame, runs the request against the store, and
 //! encodes the response frame. One function per API key.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::PendingResponse;
+use crate::groups::coordinator::GroupError;
+use crate::groups::GroupService;
 use crate::store::{Store, StoreError, TopicConfig, TopicState};
 
 /// A failed request: code and body.
@@ -42,6 +45,12 @@ impl From<StoreError> for Failure {
             body.log_end = Some(log_end);
         }
         Self { code, body }
+    }
+}
+
+impl From<GroupError> for Failure {
+    fn from(e: GroupError) -> Self {
+        Self::new(e.code, e.message)
     }
 }
 
@@ -102,21 +111,27 @@ pub struct HandlerConfig {
 /// cuts long polls short.
 pub struct Handlers {
     store: Arc<Store>,
+    groups: Arc<GroupService>,
     config: HandlerConfig,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Handlers {
     /// Handlers over `store`.
-    pub fn new(store: Arc<Store>, config: HandlerConfig, shutdown: watch::Receiver<bool>) -> Self {
-        Self { store, config, shutdown }
+    pub fn new(
+        store: Arc<Store>,
+        groups: Arc<GroupService>,
+        config: HandlerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { store, groups, config, shutdown }
     }
 
     /// Handles one request frame (length prefix removed). Returns the pending
     /// response, or none for requests that get no answer (acks=0 produce).
     /// Work that must happen in request order (queueing appends) is done before
     /// this returns; the rest happens when the response future runs.
-    pub async fn dispatch(self: &Arc<Self>, frame: Bytes) -> Option<PendingResponse> {
+    pub async fn dispatch(self: &Arc<Self>, frame: Bytes, remote: SocketAddr) -> Option<PendingResponse> {
         let (header, payload) = match split_request(frame) {
             Ok(parts) => parts,
             Err(e) => {
@@ -145,6 +160,47 @@ impl Handlers {
             ApiKey::CreatePartitions => {
                 Some(Box::pin(async move { vec![frame_of(this.create_partitions(payload).await)] }))
             }
+            ApiKey::JoinGroup => Some(Box::pin(async move {
+                let r = async {
+                    let req: JoinGroupRequest = from_bytes(payload)?;
+                    Ok(this.groups.join(req, remote.to_string()).await?)
+                };
+                vec![frame_of(r.await)]
+            })),
+            ApiKey::Heartbeat => Some(Box::pin(async move {
+                let r = async {
+                    let req: HeartbeatRequest = from_bytes(payload)?;
+                    this.groups.heartbeat(req).await?;
+                    Ok(Empty)
+                };
+                vec![frame_of(r.await)]
+            })),
+            ApiKey::LeaveGroup => Some(ready(frame_of(
+                from_bytes::<LeaveGroupRequest>(payload)
+                    .map_err(Failure::from)
+                    .and_then(|req| Ok(self.groups.leave(req).map(|()| Empty)?)),
+            ))),
+            ApiKey::OffsetCommit => Some(Box::pin(async move {
+                let r = async {
+                    let req: OffsetCommitRequest = from_bytes(payload)?;
+                    this.groups.commit(req).await?;
+                    Ok(Empty)
+                };
+                vec![frame_of(r.await)]
+            })),
+            ApiKey::OffsetFetch => Some(ready(frame_of(
+                from_bytes::<OffsetFetchRequest>(payload)
+                    .map_err(Failure::from)
+                    .map(|req| self.groups.fetch_offsets(req)),
+            ))),
+            ApiKey::ListGroups => Some(ready(frame_of(
+                from_bytes::<ListGroupsRequest>(payload).map_err(Failure::from).map(|req| self.groups.list(req)),
+            ))),
+            ApiKey::DescribeGroup => Some(ready(frame_of(
+                from_bytes::<DescribeGroupRequest>(payload)
+                    .map_err(Failure::from)
+                    .and_then(|req| Ok(self.groups.describe(req)?)),
+            ))),
         }
     }
 

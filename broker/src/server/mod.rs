@@ -122,7 +122,7 @@ async fn serve_connection(
         let handlers = handlers.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            serve_stream(handlers, send, recv).await;
+            serve_stream(handlers, send, recv, remote).await;
             drop(done);
         });
     }
@@ -168,13 +168,13 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Bytes, ReadFrame> {
 /// Serves one stream: reads requests until the client finishes it, answering
 /// each in order. Requests are read ahead while earlier ones are in flight
 /// (pipelining), up to [`PIPELINE_DEPTH`].
-async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: RecvStream) {
+async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: RecvStream, remote: SocketAddr) {
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(PIPELINE_DEPTH);
     let reader = async move {
         loop {
             match read_frame(&mut recv).await {
                 Ok(frame) => {
-                    if let Some(response) = handlers.dispatch(frame).await {
+                    if let Some(response) = handlers.dispatch(frame, remote).await {
                         if tx.send(response).await.is_err() {
                             break;
                         }

@@ -17,6 +17,7 @@
 mod catalog;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -34,6 +35,13 @@ pub(crate) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("to
 pub(crate) const PARTITIONS: TableDefinition<(u64, u32), (u64, u64, u64)> = TableDefinition::new("partitions");
 /// Named counters.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (group, topic, partition) -> (committed offset, metadata).
+pub(crate) const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), (u64, &str)> = TableDefinition::new("group_offsets");
+
+/// Committed positions of one group: (topic, partition) -> (offset, metadata).
+pub type GroupOffsets = BTreeMap<(String, u32), (u64, String)>;
+/// Committed positions of all groups.
+pub type AllGroupOffsets = BTreeMap<String, GroupOffsets>;
 
 /// Name of the log table of one partition.
 pub(crate) fn log_table_name(topic_id: u64, partition: u32) -> String {
@@ -133,6 +141,7 @@ pub(crate) enum Job {
     DeleteTopic { name: String, reply: Reply<()> },
     AddPartitions { name: String, count: u32, reply: Reply<TopicConfig> },
     Retention { now_ms: i64, reply: Reply<u64> },
+    CommitOffsets { group: String, offsets: Vec<(String, u32, u64, String)>, reply: Reply<()> },
     Stop { reply: Reply<()> },
 }
 
@@ -140,6 +149,7 @@ pub(crate) enum Job {
 pub struct Store {
     db: Arc<Database>,
     catalog: Arc<RwLock<Arc<Catalog>>>,
+    offsets: Arc<RwLock<AllGroupOffsets>>,
     jobs: mpsc::Sender<Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -153,16 +163,18 @@ impl Store {
         let db = Arc::new(Database::builder().create(&config.path)?);
         let state = writer::WriterState::load(&db)?;
         let catalog = Arc::new(RwLock::new(Arc::new(state.build_catalog(&Catalog::new()))));
+        let offsets = Arc::new(RwLock::new(writer::load_group_offsets(&db)?));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_JOBS);
         let handle = {
             let db = db.clone();
             let catalog = catalog.clone();
+            let offsets = offsets.clone();
             std::thread::Builder::new()
                 .name("eddy-store-writer".into())
-                .spawn(move || writer::run(db, state, catalog, rx, config.durability))
+                .spawn(move || writer::run(db, state, catalog, offsets, rx, config.durability))
                 .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?
         };
-        Ok(Self { db, catalog, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self { db, catalog, offsets, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
     }
 
     /// The committed catalog now.
@@ -234,6 +246,28 @@ impl Store {
     /// Applies every topic's retention as of `now_ms`; returns the number of batches deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.run_job(|reply| Job::Retention { now_ms, reply }).await
+    }
+
+    /// Durably records committed positions for `group` (all or none). Fails
+    /// with UnknownTopic/UnknownPartition if any entry names no partition.
+    /// This is the seam for replicated offsets: callers see only this call
+    /// and [`Store::committed_offsets`].
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, u32, u64, String)>,
+    ) -> Result<(), StoreError> {
+        self.run_job(|reply| Job::CommitOffsets { group: group.to_string(), offsets, reply }).await
+    }
+
+    /// The durably committed positions of `group` (empty if none).
+    pub fn committed_offsets(&self, group: &str) -> GroupOffsets {
+        self.offsets.read().expect("offsets lock poisoned").get(group).cloned().unwrap_or_default()
+    }
+
+    /// Groups that have committed positions.
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        self.offsets.read().expect("offsets lock poisoned").keys().cloned().collect()
     }
 
     /// Reads whole batches of one partition starting with the batch that holds

@@ -21,9 +21,32 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use super::{
-    log_table_name, Catalog, DurabilityPolicy, Job, PartitionOffsets, PartitionState, Reply, StoreError, TopicConfig,
-    TopicState, MAX_COMMIT_BYTES, META, PARTITIONS, TOPICS,
+    log_table_name, AllGroupOffsets, Catalog, DurabilityPolicy, Job, PartitionOffsets, PartitionState, Reply,
+    StoreError, TopicConfig, TopicState, GROUP_OFFSETS, MAX_COMMIT_BYTES, META, PARTITIONS, TOPICS,
 };
+
+/// A change to the shared committed-offsets map, applied after its commit.
+enum OffsetChange {
+    Set { group: String, topic: String, partition: u32, offset: u64, metadata: String },
+    RemoveTopic(String),
+}
+
+/// Reads every committed group offset.
+pub(crate) fn load_group_offsets(db: &Database) -> Result<AllGroupOffsets, StoreError> {
+    use redb::ReadableDatabase;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(GROUP_OFFSETS)?;
+    let mut out = AllGroupOffsets::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let (group, topic, partition) = key.value();
+        let (offset, metadata) = value.value();
+        out.entry(group.to_string())
+            .or_default()
+            .insert((topic.to_string(), partition), (offset, metadata.to_string()));
+    }
+    Ok(out)
+}
 
 /// The writer's own copy of the metadata, ahead of the catalog by at most the
 /// round being committed.
@@ -48,6 +71,7 @@ impl WriterState {
             let topic_table = txn.open_table(TOPICS)?;
             let part_table = txn.open_table(PARTITIONS)?;
             let meta = txn.open_table(META)?;
+            txn.open_table(GROUP_OFFSETS)?;
             next_topic_id = meta.get("next_topic_id")?.map(|v| v.value()).unwrap_or(1);
             for entry in topic_table.iter()? {
                 let (name, json) = entry?;
@@ -135,6 +159,7 @@ pub(crate) fn run(
     db: Arc<Database>,
     mut state: WriterState,
     catalog: Arc<RwLock<Arc<Catalog>>>,
+    offsets: Arc<RwLock<AllGroupOffsets>>,
     mut rx: mpsc::Receiver<Job>,
     durability: DurabilityPolicy,
 ) {
@@ -187,7 +212,7 @@ pub(crate) fn run(
             DurabilityPolicy::EveryCommit => true,
             DurabilityPolicy::Interval(every) => last_sync.elapsed() >= every,
         };
-        let stop = round(&db, &mut state, &catalog, jobs, immediate);
+        let stop = round(&db, &mut state, &catalog, &offsets, jobs, immediate);
         if immediate {
             last_sync = Instant::now();
             unsynced = false;
@@ -215,7 +240,9 @@ fn refuse(job: Job, err: StoreError) {
     match job {
         Job::Append { reply, .. } | Job::Retention { reply, .. } => drop(reply.send(Err(err))),
         Job::CreateTopic { reply, .. } | Job::AddPartitions { reply, .. } => drop(reply.send(Err(err))),
-        Job::DeleteTopic { reply, .. } | Job::Stop { reply } => drop(reply.send(Err(err))),
+        Job::DeleteTopic { reply, .. } | Job::Stop { reply } | Job::CommitOffsets { reply, .. } => {
+            drop(reply.send(Err(err)))
+        }
     }
 }
 
@@ -234,9 +261,11 @@ fn round(
     db: &Database,
     state: &mut WriterState,
     catalog: &RwLock<Arc<Catalog>>,
+    offsets: &RwLock<AllGroupOffsets>,
     jobs: Vec<Job>,
     immediate: bool,
 ) -> bool {
+    let mut offset_changes: Vec<OffsetChange> = Vec::new();
     let started = Instant::now();
     let job_count = jobs.len();
     let mut pending = Vec::with_capacity(jobs.len());
@@ -282,7 +311,11 @@ fn round(
                     }
                     Job::DeleteTopic { name, reply } => {
                         tables.clear();
-                        let r = delete_topic(&txn, state, &name);
+                        let r = delete_topic(&txn, state, &name).and_then(|()| {
+                            delete_topic_offsets(&txn, offsets, &name)?;
+                            offset_changes.push(OffsetChange::RemoveTopic(name.clone()));
+                            Ok(())
+                        });
                         metadata_changed |= r.is_ok();
                         touched.retain(|(t, _)| t != &name);
                         let fatal = matches!(r, Err(StoreError::Storage(_)));
@@ -310,6 +343,19 @@ fn round(
                             return Err(StoreError::Storage("retention failed".into()));
                         }
                     }
+                    Job::CommitOffsets { group, offsets: entries, reply } => {
+                        let r = commit_offsets(&txn, state, &group, &entries);
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        if r.is_ok() {
+                            offset_changes.extend(entries.into_iter().map(|(topic, partition, offset, metadata)| {
+                                OffsetChange::Set { group: group.clone(), topic, partition, offset, metadata }
+                            }));
+                        }
+                        pending.push(Pending::Unit(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("offset commit failed".into()));
+                        }
+                    }
                     Job::Stop { reply } => stop_reply = Some(reply),
                 }
             }
@@ -335,6 +381,22 @@ fn round(
                 for (topic, p) in &touched {
                     if let (Some(t), Some(shared)) = (state.topics.get(topic), current.get(topic)) {
                         shared.partitions[*p as usize].publish(t.parts[*p as usize]);
+                    }
+                }
+            }
+            if !offset_changes.is_empty() {
+                let mut shared = offsets.write().expect("offsets lock poisoned");
+                for change in offset_changes {
+                    match change {
+                        OffsetChange::Set { group, topic, partition, offset, metadata } => {
+                            shared.entry(group).or_default().insert((topic, partition), (offset, metadata));
+                        }
+                        OffsetChange::RemoveTopic(topic) => {
+                            for group in shared.values_mut() {
+                                group.retain(|(t, _), _| *t != topic);
+                            }
+                            shared.retain(|_, g| !g.is_empty());
+                        }
                     }
                 }
             }
@@ -531,4 +593,46 @@ fn retention(
         info!(batches = deleted, "retention deleted old batches");
     }
     Ok(deleted)
+}
+
+fn commit_offsets(
+    txn: &WriteTransaction,
+    state: &WriterState,
+    group: &str,
+    entries: &[(String, u32, u64, String)],
+) -> Result<(), StoreError> {
+    for (topic, partition, _, _) in entries {
+        let t = state.topics.get(topic).ok_or_else(|| StoreError::UnknownTopic(topic.clone()))?;
+        if *partition >= t.config.partitions {
+            return Err(StoreError::UnknownPartition {
+                topic: topic.clone(),
+                partition: *partition,
+                count: t.config.partitions,
+            });
+        }
+    }
+    let mut table = txn.open_table(GROUP_OFFSETS)?;
+    for (topic, partition, offset, metadata) in entries {
+        table.insert((group, topic.as_str(), *partition), (*offset, metadata.as_str()))?;
+    }
+    Ok(())
+}
+
+fn delete_topic_offsets(
+    txn: &WriteTransaction,
+    offsets: &RwLock<AllGroupOffsets>,
+    topic: &str,
+) -> Result<(), StoreError> {
+    let keys: Vec<(String, u32)> = {
+        let shared = offsets.read().expect("offsets lock poisoned");
+        shared
+            .iter()
+            .flat_map(|(g, o)| o.keys().filter(|(t, _)| t == topic).map(move |(_, p)| (g.clone(), *p)))
+            .collect()
+    };
+    let mut table = txn.open_table(GROUP_OFFSETS)?;
+    for (group, partition) in keys {
+        table.remove((group.as_str(), topic, partition))?;
+    }
+    Ok(())
 }

@@ -45,6 +45,18 @@ pub enum ErrorCode {
     NotEnoughReplicas = 17,
     /// The request did not finish in time.
     Timeout = 18,
+    /// The group is rebalancing: commit what you processed, then join again.
+    RebalanceInProgress = 19,
+    /// The member id is not (or no longer) in the group: join again as a new member.
+    UnknownMember = 20,
+    /// The generation is not the group's current one: the caller's assignment is stale.
+    IllegalGeneration = 21,
+    /// The member does not own the partition it tried to commit for.
+    NotPartitionOwner = 22,
+    /// No group of that name has members or committed offsets.
+    UnknownGroup = 23,
+    /// A group id is empty or too long, or a timeout is out of range.
+    InvalidGroup = 24,
 }
 
 impl ErrorCode {
@@ -70,6 +82,12 @@ impl ErrorCode {
             16 => InvalidRequest,
             17 => NotEnoughReplicas,
             18 => Timeout,
+            19 => RebalanceInProgress,
+            20 => UnknownMember,
+            21 => IllegalGeneration,
+            22 => NotPartitionOwner,
+            23 => UnknownGroup,
+            24 => InvalidGroup,
             _ => Internal,
         }
     }
@@ -102,6 +120,12 @@ impl ErrorCode {
             InvalidRequest => "INVALID_REQUEST",
             NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
             Timeout => "TIMEOUT",
+            RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            UnknownMember => "UNKNOWN_MEMBER",
+            IllegalGeneration => "ILLEGAL_GENERATION",
+            NotPartitionOwner => "NOT_PARTITION_OWNER",
+            UnknownGroup => "UNKNOWN_GROUP",
+            InvalidGroup => "INVALID_GROUP",
         }
     }
 }

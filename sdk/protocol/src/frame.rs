@@ -54,6 +54,13 @@ pub enum ApiKey {
     CreateTopic = 11,
     DeleteTopic = 12,
     CreatePartitions = 13,
+    JoinGroup = 20,
+    Heartbeat = 21,
+    LeaveGroup = 22,
+    OffsetCommit = 23,
+    OffsetFetch = 24,
+    ListGroups = 25,
+    DescribeGroup = 26,
 }
 
 impl ApiKey {
@@ -67,6 +74,13 @@ impl ApiKey {
             11 => Self::CreateTopic,
             12 => Self::DeleteTopic,
             13 => Self::CreatePartitions,
+            20 => Self::JoinGroup,
+            21 => Self::Heartbeat,
+            22 => Self::LeaveGroup,
+            23 => Self::OffsetCommit,
+            24 => Self::OffsetFetch,
+            25 => Self::ListGroups,
+            26 => Self::DescribeGroup,
             _ => return None,
         })
     }

@@ -275,6 +275,251 @@ impl Request for CreatePartitionsRequest {
     type Response = TopicMetadata;
 }
 
+/// How a group's partitions are spread over its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AssignmentStrategy {
+    /// Keep each member's partitions across rebalances where the fair share allows;
+    /// move as few partitions as possible.
+    #[default]
+    Sticky,
+    /// Per topic, contiguous ranges of partitions to members sorted by id.
+    Range,
+    /// All partitions of all topics dealt to members in turn.
+    RoundRobin,
+}
+
+impl AssignmentStrategy {
+    /// The strategy's name as shown by the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssignmentStrategy::Sticky => "sticky",
+            AssignmentStrategy::Range => "range",
+            AssignmentStrategy::RoundRobin => "roundrobin",
+        }
+    }
+}
+
+impl Wire for AssignmentStrategy {
+    fn encode(&self, enc: &mut Encoder) {
+        enc.put(&match self {
+            AssignmentStrategy::Sticky => 0u8,
+            AssignmentStrategy::Range => 1u8,
+            AssignmentStrategy::RoundRobin => 2u8,
+        });
+    }
+    fn decode(dec: &mut Decoder) -> Result<Self, DecodeError> {
+        match dec.get::<u8>()? {
+            0 => Ok(AssignmentStrategy::Sticky),
+            1 => Ok(AssignmentStrategy::Range),
+            2 => Ok(AssignmentStrategy::RoundRobin),
+            v => Err(DecodeError::InvalidValue { what: "assignment strategy", value: v.into() }),
+        }
+    }
+}
+
+wire_struct! {
+    /// Partitions of one topic.
+    pub struct TopicPartitions {
+        pub topic: String,
+        pub partitions: Vec<u32>,
+    }
+}
+
+wire_struct! {
+    /// Joins (or rejoins) a consumer group. The broker holds the request until
+    /// the rebalance it starts or joins has completed, then answers with the
+    /// member's id, the new generation and the member's partitions.
+    pub struct JoinGroupRequest {
+        pub group: String,
+        /// Empty for a new member; the id from an earlier join to rejoin.
+        pub member_id: String,
+        /// Free text shown by `eddy group describe`.
+        pub client_id: String,
+        /// Topics the member subscribes to.
+        pub topics: Vec<String>,
+        pub strategy: AssignmentStrategy,
+        /// The member is removed when no heartbeat arrives for this long.
+        pub session_timeout_ms: u32,
+        /// How long a rebalance waits for this member to rejoin.
+        pub rebalance_timeout_ms: u32,
+    }
+}
+
+wire_struct! {
+    /// The member's place in the new generation.
+    pub struct JoinGroupResponse {
+        pub member_id: String,
+        pub generation: u32,
+        /// The strategy the group used.
+        pub strategy: AssignmentStrategy,
+        /// This member's partitions for this generation (empty: idle member).
+        pub assignment: Vec<TopicPartitions>,
+        /// Members in the generation.
+        pub member_count: u32,
+    }
+}
+
+impl Request for JoinGroupRequest {
+    const KEY: ApiKey = ApiKey::JoinGroup;
+    type Response = JoinGroupResponse;
+}
+
+wire_struct! {
+    /// Keeps a member alive. Answered when `max_wait_ms` has passed, or at once
+    /// with REBALANCE_IN_PROGRESS when a rebalance starts (a long poll, so that
+    /// members learn of rebalances without delay).
+    pub struct HeartbeatRequest {
+        pub group: String,
+        pub member_id: String,
+        pub generation: u32,
+        pub max_wait_ms: u32,
+    }
+}
+
+impl Request for HeartbeatRequest {
+    const KEY: ApiKey = ApiKey::Heartbeat;
+    type Response = Empty;
+}
+
+wire_struct! {
+    /// Leaves a group at once (its partitions are reassigned without waiting for the session timeout).
+    pub struct LeaveGroupRequest {
+        pub group: String,
+        pub member_id: String,
+    }
+}
+
+impl Request for LeaveGroupRequest {
+    const KEY: ApiKey = ApiKey::LeaveGroup;
+    type Response = Empty;
+}
+
+wire_struct! {
+    /// One committed position: the offset of the next record to consume.
+    pub struct CommittedOffset {
+        pub topic: String,
+        pub partition: u32,
+        pub offset: u64,
+        pub metadata: String,
+    }
+}
+
+wire_struct! {
+    /// Commits positions durably. A member commits with its id and generation
+    /// and only for partitions it owns in that generation; with an empty member
+    /// id and generation 0 anyone may commit for a group that has no members
+    /// (tools that reset offsets). All entries are checked before any is written.
+    pub struct OffsetCommitRequest {
+        pub group: String,
+        pub member_id: String,
+        pub generation: u32,
+        pub offsets: Vec<CommittedOffset>,
+    }
+}
+
+impl Request for OffsetCommitRequest {
+    const KEY: ApiKey = ApiKey::OffsetCommit;
+    type Response = Empty;
+}
+
+wire_struct! {
+    /// Reads committed positions of a group (of the given topics, or all).
+    pub struct OffsetFetchRequest {
+        pub group: String,
+        pub topics: Option<Vec<String>>,
+    }
+}
+
+wire_struct! {
+    /// Committed positions; partitions without a commit are absent.
+    pub struct OffsetFetchResponse {
+        pub offsets: Vec<CommittedOffset>,
+    }
+}
+
+impl Request for OffsetFetchRequest {
+    const KEY: ApiKey = ApiKey::OffsetFetch;
+    type Response = OffsetFetchResponse;
+}
+
+wire_struct! {
+    /// One group in a listing.
+    pub struct GroupSummary {
+        pub group: String,
+        /// `Empty`, `PreparingRebalance` or `Stable`.
+        pub state: String,
+        pub generation: u32,
+        pub member_count: u32,
+    }
+}
+
+wire_struct! {
+    /// Lists groups that have members or committed offsets.
+    pub struct ListGroupsRequest {
+        pub prefix: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// The groups, sorted by name.
+    pub struct ListGroupsResponse {
+        pub groups: Vec<GroupSummary>,
+    }
+}
+
+impl Request for ListGroupsRequest {
+    const KEY: ApiKey = ApiKey::ListGroups;
+    type Response = ListGroupsResponse;
+}
+
+wire_struct! {
+    /// Describes one group.
+    pub struct DescribeGroupRequest {
+        pub group: String,
+    }
+}
+
+wire_struct! {
+    /// One member of a group.
+    pub struct MemberDescription {
+        pub member_id: String,
+        pub client_id: String,
+        /// Remote address of the member's connection.
+        pub host: String,
+        pub assignment: Vec<TopicPartitions>,
+    }
+}
+
+wire_struct! {
+    /// One partition a group consumes or has committed for.
+    pub struct GroupPartition {
+        pub topic: String,
+        pub partition: u32,
+        /// Member that owns it in the current generation.
+        pub owner: Option<String>,
+        pub committed: Option<u64>,
+        /// Current log end; lag = log_end - committed.
+        pub log_end: u64,
+    }
+}
+
+wire_struct! {
+    /// State, generation, members and per-partition positions.
+    pub struct GroupDescription {
+        pub group: String,
+        pub state: String,
+        pub generation: u32,
+        pub strategy: AssignmentStrategy,
+        pub members: Vec<MemberDescription>,
+        pub partitions: Vec<GroupPartition>,
+    }
+}
+
+impl Request for DescribeGroupRequest {
+    const KEY: ApiKey = ApiKey::DescribeGroup;
+    type Response = GroupDescription;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
