@@ -160,3 +160,31 @@ async fn many_concurrent_appends_share_commits_and_keep_per_caller_order() {
     assert_eq!(values(&read, 0), expected);
     store.close().await;
 }
+
+#[tokio::test]
+async fn committed_offsets_are_validated_durable_and_go_with_their_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(config(dir.path())).unwrap();
+        store.create_topic(topic("t", 2)).await.unwrap();
+        store.create_topic(topic("u", 1)).await.unwrap();
+        store.commit_offsets("g", vec![("t".into(), 0, 5, "m".into()), ("u".into(), 0, 7, String::new())]).await.unwrap();
+        let bad = store.commit_offsets("g", vec![("t".into(), 1, 9, String::new()), ("t".into(), 2, 1, String::new())]).await;
+        assert!(matches!(bad, Err(StoreError::UnknownPartition { partition: 2, .. })));
+        assert!(!store.committed_offsets("g").contains_key(&("t".to_string(), 1)), "all or nothing");
+        assert!(matches!(store.commit_offsets("g", vec![("x".into(), 0, 1, String::new())]).await, Err(StoreError::UnknownTopic(_))));
+        store.close().await;
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    let g = store.committed_offsets("g");
+    assert_eq!(g[&("t".to_string(), 0)], (5, "m".to_string()));
+    assert_eq!(g[&("u".to_string(), 0)].0, 7);
+    assert_eq!(store.groups_with_offsets(), ["g"]);
+    store.delete_topic("u").await.unwrap();
+    assert!(!store.committed_offsets("g").contains_key(&("u".to_string(), 0)));
+    store.close().await;
+    drop(store);
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(store.committed_offsets("g").len(), 1);
+    store.close().await;
+}
