@@ -1,9 +1,11 @@
 //! Topic administration: create, list, describe, grow and delete topics, and
-//! look up partition offsets. Each call is one request on the shared [`Client`].
+//! look up partition offsets; consumer group listing, description and committed
+//! offsets. Each call is one request on the shared [`Client`].
 
 use eddy_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, OffsetSpec, TopicMetadata,
+    CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeGroupRequest,
+    GroupDescription, GroupSummary, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
+    OffsetFetchRequest, OffsetSpec, TopicMetadata,
 };
 use eddy_protocol::ErrorCode;
 
@@ -108,6 +110,30 @@ impl Admin {
     pub async fn list_offset(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<u64, ClientError> {
         let req = ListOffsetsRequest { topic: topic.to_string(), partition, spec };
         Ok(self.client.request(&req).await?.offset)
+    }
+
+    /// Consumer groups that have members or committed offsets (those whose
+    /// name starts with `prefix`, if given), sorted by name.
+    pub async fn list_groups(&self, prefix: Option<&str>) -> Result<Vec<GroupSummary>, ClientError> {
+        Ok(self.client.request(&ListGroupsRequest { prefix: prefix.map(str::to_string) }).await?.groups)
+    }
+
+    /// A group's state, generation, members and per-partition committed offset
+    /// and log end; an `UnknownGroup` broker error if it has neither members
+    /// nor commits.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription, ClientError> {
+        self.client.request(&DescribeGroupRequest { group: group.to_string() }).await
+    }
+
+    /// A group's committed offsets (of `topics`, or of every topic); partitions
+    /// without a commit are absent.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topics: Option<&[String]>,
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
+        let req = OffsetFetchRequest { group: group.to_string(), topics: topics.map(<[String]>::to_vec) };
+        Ok(self.client.request(&req).await?.offsets)
     }
 }
 

@@ -24,8 +24,14 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::error::{self, ClientError};
 
-/// How often an idle connection is kept alive, well below QUIC's idle timeout.
+/// How often an idle connection is kept alive, well below the idle timeout.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A connection that hears nothing from the broker (not even keep-alives) for
+/// this long is dead, and the next request dials again. This is how a client
+/// notices a broker that was killed and restarted: the new process cannot
+/// reset connections of the old one. Kept short so that a group member
+/// rejoins well within a session timeout or two.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-stream receive window: a whole default fetch (4 MiB) fits twice, so a
 /// broker can send a fetch response without waiting for window updates.
 const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
@@ -165,6 +171,7 @@ fn quic_config(roots: rustls::RootCertStore) -> Result<quinn::ClientConfig, Clie
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .max_idle_timeout(Some(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("idle timeout fits a QUIC varint")))
         .stream_receive_window(STREAM_RECEIVE_WINDOW_BYTES.into())
         .send_window(SEND_WINDOW_BYTES);
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -226,7 +233,15 @@ fn split(body: Bytes) -> Result<(u16, Bytes), ClientError> {
 
 /// Requests that only read state, so that sending them twice is harmless.
 fn is_read_only(key: ApiKey) -> bool {
-    matches!(key, ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::Metadata)
+    matches!(
+        key,
+        ApiKey::Fetch
+            | ApiKey::ListOffsets
+            | ApiKey::Metadata
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+    )
 }
 
 impl Client {
@@ -283,19 +298,20 @@ impl Client {
     /// If the connection was found lost before the request was written, it is
     /// re-established first. A request that was written is never sent again
     /// (the broker may have applied it), except read-only requests (fetch,
-    /// list-offsets, metadata), which are retried once on a fresh connection
-    /// when the connection dies under them. The whole call is bounded by the
-    /// configured `request_timeout` ([`ClientError::Timeout`]).
+    /// list-offsets, metadata, offset-fetch, list/describe groups), which are
+    /// retried once on a fresh connection when the connection dies under them.
+    /// The whole call is bounded by the configured `request_timeout`
+    /// ([`ClientError::Timeout`]); see [`Client::request_with_timeout`] for
+    /// requests the broker holds longer (group joins, long polls).
     pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
         self.request_with_timeout(req, self.inner.config.request_timeout).await
     }
 
-    /// [`Client::request`] with an explicit overall timeout.
-    pub(crate) async fn request_with_timeout<R: Request>(
-        &self,
-        req: &R,
-        limit: Duration,
-    ) -> Result<R::Response, ClientError> {
+    /// [`Client::request`] with an explicit overall timeout instead of the
+    /// configured `request_timeout`: for requests the broker may hold open on
+    /// purpose (a `JoinGroup` waits for the rebalance, a heartbeat or fetch is
+    /// a long poll), whose limit must cover that wait plus a margin.
+    pub async fn request_with_timeout<R: Request>(&self, req: &R, limit: Duration) -> Result<R::Response, ClientError> {
         let frame = frame::request_frame(R::KEY, &to_bytes(req));
         let attempts = if is_read_only(R::KEY) { 2 } else { 1 };
         let exchange = async {

@@ -63,6 +63,17 @@ pub enum ClientError {
     /// The producer was closed (or its task ended) before the record was handled.
     #[error("producer is closed")]
     ProducerClosed,
+    /// A group member owns a partition for which its group has no committed
+    /// offset and its `offset_reset` policy is `None`: seek to choose a position.
+    #[error(
+        "group has no committed offset for {topic}/{partition} and the offset reset policy is none; seek to a position"
+    )]
+    NoCommittedOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
     /// A record is larger than the producer's `max_record_bytes`.
     #[error("record too large: {size} bytes, max {max}")]
     RecordTooLarge {
@@ -95,6 +106,7 @@ impl ClientError {
             | ClientError::Decode(_)
             | ClientError::Config(_)
             | ClientError::ProducerClosed
+            | ClientError::NoCommittedOffset { .. }
             | ClientError::RecordTooLarge { .. } => false,
         }
     }

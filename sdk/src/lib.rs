@@ -10,6 +10,8 @@
 //!   produce requests on one ordered stream.
 //! * [`consumer`]: [`Consumer`], per-partition long-poll fetching with
 //!   prefetch, zero-copy record decoding, offset reset policies.
+//! * [`group`]: [`GroupConsumer`], a member of a consumer group: join,
+//!   heartbeats, rebalances, committed offsets, at-least-once by default.
 //! * [`error`]: [`ClientError`], the one error type of every call.
 //!
 //! The wire types live in [`protocol`] (the `eddy-protocol` crate).
@@ -32,6 +34,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod producer;
 
 #[cfg(test)]
@@ -41,9 +44,13 @@ pub use admin::{Admin, NewTopic};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
 pub use eddy_protocol::batch::Header;
-pub use eddy_protocol::messages::{Acks, MetadataResponse, OffsetSpec, PartitionMetadata, TopicMetadata};
+pub use eddy_protocol::messages::{
+    Acks, AssignmentStrategy, GroupDescription, GroupSummary, MetadataResponse, OffsetSpec, PartitionMetadata,
+    TopicMetadata,
+};
 pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
+pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
 #[cfg(test)]
@@ -63,11 +70,20 @@ mod tests {
         is_send_sync::<Consumer>();
         is_send_sync::<DeliveryFuture>();
         is_send_sync::<ClientError>();
+        is_send_sync::<GroupConfig>();
+        fn is_send_only<T: Send>() {}
+        is_send_only::<GroupConsumer>();
     }
 
     /// Type-checked only: every async method's future can be spawned.
     #[allow(dead_code)]
-    fn futures_are_send(client: Client, producer: Producer, mut consumer: Consumer, admin: Admin) {
+    fn futures_are_send(
+        client: Client,
+        producer: Producer,
+        mut consumer: Consumer,
+        admin: Admin,
+        mut group: GroupConsumer,
+    ) {
         is_send(&Client::connect(ClientConfig::new("x:1")));
         is_send(&client.request(&protocol::messages::MetadataRequest { topics: None }));
         is_send(&client.open_stream());
@@ -77,5 +93,12 @@ mod tests {
         is_send(&producer.clone().close());
         is_send(&consumer.assign_all("t", StartOffset::Earliest));
         is_send(&consumer.poll(Duration::ZERO));
+        is_send(&GroupConsumer::subscribe(client.clone(), GroupConfig::new("g"), &[]));
+        is_send(&group.poll(Duration::ZERO));
+        is_send(&group.commit());
+        is_send(&group.commit_offsets(&[]));
+        is_send(&group.seek("t", 0, 0));
+        is_send(&admin.describe_group("g"));
+        is_send(&group.close());
     }
 }

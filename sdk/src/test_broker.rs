@@ -1,8 +1,11 @@
 //! Tests of the whole SDK against a small in-memory broker over real QUIC and
 //! TLS. The fake broker speaks the wire protocol (frames, produce, fetch,
-//! list-offsets, metadata, create/delete topic) with none of the real broker's
-//! storage; it exists so that the client's connection handling, pipelining and
-//! decoding are exercised without the `eddy` binary.
+//! list-offsets, metadata, create/delete topic, and consumer groups through
+//! [`groups`]) with none of the real broker's storage; it exists so that the
+//! client's connection handling, pipelining, decoding and group protocol are
+//! exercised without the `eddy` binary.
+
+mod groups;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,6 +73,15 @@ struct Shared {
     state: Mutex<State>,
     appended: Notify,
     conns: Mutex<Vec<quinn::Connection>>,
+    groups: groups::Groups,
+}
+
+impl Shared {
+    /// Partition counts of every topic.
+    fn partition_counts(&self) -> std::collections::BTreeMap<String, u32> {
+        let st = self.state.lock().unwrap();
+        st.topics.iter().map(|(t, ps)| (t.clone(), ps.len() as u32)).collect()
+    }
 }
 
 /// An in-memory broker on 127.0.0.1 with an ephemeral port.
@@ -149,6 +161,15 @@ impl TestBroker {
             state: Mutex::new(State::default()),
             appended: Notify::new(),
             conns: Mutex::new(Vec::new()),
+            groups: groups::Groups::default(),
+        });
+        let ticker = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Some(s) = ticker.upgrade() else { return };
+                s.groups.tick(&s.partition_counts());
+            }
         });
         let accept = endpoint.clone();
         let s = shared.clone();
@@ -192,6 +213,19 @@ impl TestBroker {
         let part = &mut st.topics.get_mut(topic).unwrap()[partition as usize];
         part.batches.retain(|b| b.1 > offset);
         part.log_start = part.batches.first().map_or(part.log_end, |b| b.0);
+    }
+
+    /// Each member's partitions in a group's current generation (empty while it rebalances).
+    pub fn assignments(
+        &self,
+        group: &str,
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<(String, u32)>> {
+        self.shared.groups.assignments(group)
+    }
+
+    /// A group's committed offset for a partition.
+    pub fn committed(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
+        self.shared.groups.committed(group, topic, partition)
     }
 
     /// Log end offsets of a topic's partitions.
@@ -314,7 +348,34 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
             parts.resize_with(req.count as usize, Part::default);
             ok(&metadata_of(&req.name, parts))
         }
-        None => fail(ErrorCode::UnknownApiKey, "unknown key"),
+        Some(ApiKey::JoinGroup) => match from_bytes::<JoinGroupRequest>(payload) {
+            Ok(req) => group_reply(shared.groups.join(req, &shared.partition_counts()).await),
+            Err(e) => malformed(e),
+        },
+        Some(ApiKey::Heartbeat) => match from_bytes::<HeartbeatRequest>(payload) {
+            Ok(req) => group_reply(shared.groups.heartbeat(req).await.map(|()| Empty)),
+            Err(e) => malformed(e),
+        },
+        Some(ApiKey::LeaveGroup) => match from_bytes::<LeaveGroupRequest>(payload) {
+            Ok(req) => group_reply(shared.groups.leave(req, &shared.partition_counts()).map(|()| Empty)),
+            Err(e) => malformed(e),
+        },
+        Some(ApiKey::OffsetCommit) => match from_bytes::<OffsetCommitRequest>(payload) {
+            Ok(req) => group_reply(shared.groups.commit(req, &shared.partition_counts()).map(|()| Empty)),
+            Err(e) => malformed(e),
+        },
+        Some(ApiKey::OffsetFetch) => match from_bytes::<OffsetFetchRequest>(payload) {
+            Ok(req) => ok(&shared.groups.fetch_offsets(req)),
+            Err(e) => malformed(e),
+        },
+        Some(ApiKey::ListGroups | ApiKey::DescribeGroup) | None => fail(ErrorCode::UnknownApiKey, "unknown key"),
+    }
+}
+
+fn group_reply<T: Wire>(result: Result<T, groups::Refusal>) -> Reply {
+    match result {
+        Ok(body) => ok(&body),
+        Err((code, message)) => fail(code, &message),
     }
 }
 

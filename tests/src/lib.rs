@@ -5,9 +5,11 @@
 //! The binary is `$EDDY_BIN` (set by `cargo xtask test`), else `eddy` next to
 //! the test executable's target directory.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -177,6 +179,131 @@ impl BrokerProcess {
         let out = child.wait_with_output()?;
         let _ = writer.join();
         Ok(out)
+    }
+
+    /// Starts a long-running `eddy` CLI process against this broker (e.g.
+    /// `consume --group`), with stdin closed and stdout read line by line.
+    /// `EDDY_LOG` defaults to `info` so that its stderr tells what it did.
+    pub fn spawn_cli(&self, args: &[&str]) -> anyhow::Result<CliProcess> {
+        let mut command = Command::new(eddy_bin());
+        command.args(args).args(["--broker", &self.addr.to_string(), "--ca"]).arg(self.ca());
+        if std::env::var_os("EDDY_LOG").is_none() {
+            command.env("EDDY_LOG", "info");
+        }
+        CliProcess::spawn(command)
+    }
+}
+
+/// A CLI process owned by a test: stdout arrives line by line without
+/// blocking the test, stderr is kept for failure messages. Killed (SIGKILL)
+/// when dropped.
+pub struct CliProcess {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CliProcess {
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", eddy_bin().display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let stdout_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Ok(Self { child: Some(child), lines, stderr, readers: vec![stdout_reader, stderr_reader] })
+    }
+
+    /// The process id (None once it was killed or reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stdout lines printed since the last call, without waiting.
+    pub fn read_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// The next stdout line, waiting at most `timeout`; None on timeout or
+    /// when stdout is closed.
+    pub fn read_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("process was already killed or reaped"),
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status (then
+    /// SIGKILL and an error). Output printed before the exit stays readable.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else { bail!("process is not running") };
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                // The pipes are closed: let the readers drain what is left.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("process did not exit within {timeout:?} of SIGTERM; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CliProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use eddy_sdk::protocol::messages::Acks;
 use eddy_sdk::{
-    Admin, ClientError, Consumer, ConsumerConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, StartOffset,
+    Admin, ClientError, Consumer, ConsumerConfig, GroupConfig, GroupConsumer, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, StartOffset,
 };
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,8 +27,32 @@ use super::ClientArgs;
 pub enum BenchCommand {
     /// Produce records as fast as possible (or at --rate) and report throughput and latency.
     Produce(ProduceBench),
-    /// Read a topic from the start and report throughput.
+    /// Read a topic from the start and report throughput (with --group, as N group members).
     Consume(ConsumeBench),
+    /// Time rebalances: from a member joining (or leaving) until every member consumes again.
+    Rebalance(RebalanceBench),
+}
+
+/// Options of `eddy bench rebalance`.
+#[derive(Debug, Args)]
+pub struct RebalanceBench {
+    /// Topic the members subscribe to (created with --partitions if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions if the topic is created.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Members already consuming when the measured member joins.
+    #[arg(long, default_value_t = 3)]
+    members: u32,
+    /// Join/leave cycles to time.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    /// Print a JSON summary instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Options of `eddy bench produce`.
@@ -79,6 +104,12 @@ pub struct ConsumeBench {
     /// Max bytes per fetch.
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     fetch_bytes: u32,
+    /// Consume as members of this consumer group (a fresh group reads from the start).
+    #[arg(long)]
+    group: Option<String>,
+    /// Group members (each with its own connection); needs --group.
+    #[arg(long, default_value_t = 1, requires = "group")]
+    members: u32,
     /// Print a JSON summary instead of text.
     #[arg(long)]
     json: bool,
@@ -90,7 +121,9 @@ pub struct ConsumeBench {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Produce(b) => produce(b).await,
+        BenchCommand::Consume(b) if b.group.is_some() => consume_group(b).await,
         BenchCommand::Consume(b) => consume(b).await,
+        BenchCommand::Rebalance(b) => rebalance(b).await,
     }
 }
 
@@ -289,6 +322,172 @@ async fn consume(b: ConsumeBench) -> anyhow::Result<()> {
             b.topic
         );
         println!("  throughput: {rps:.0} records/s, {mbps:.1} MB/s ({elapsed:.2} s)");
+    }
+    Ok(())
+}
+
+fn group_config(group: &str, fetch_bytes: u32) -> GroupConfig {
+    let mut config =
+        GroupConfig::new(group).auto_commit(Some(Duration::from_secs(1))).offset_reset(OffsetReset::Earliest);
+    config.consumer.max_bytes_per_fetch = fetch_bytes;
+    config
+}
+
+async fn consume_group(b: ConsumeBench) -> anyhow::Result<()> {
+    let group = b.group.clone().expect("checked by the caller");
+    let client = b.client.connect().await?;
+    let topic = Admin::new(client).describe_topic(&b.topic).await?;
+    let stored: u64 = topic.partitions.iter().map(|p| p.log_end - p.log_start).sum();
+    let target = b.records.unwrap_or(stored).min(stored);
+    anyhow::ensure!(target > 0, "topic {} holds no records; run `eddy bench produce` first", b.topic);
+    let bar = if b.json { ProgressBar::hidden() } else { progress(target, "consume") };
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..b.members {
+        let client = b.client.connect().await?;
+        let mut member =
+            GroupConsumer::subscribe(client, group_config(&group, b.fetch_bytes), std::slice::from_ref(&b.topic))
+                .await?;
+        let (counted, bytes, bar) = (counted.clone(), bytes.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            while counted.load(Relaxed) < target {
+                let records = member.poll(Duration::from_millis(200)).await?;
+                let n: u64 =
+                    records.iter().map(|r| (r.value.len() + r.key.as_ref().map_or(0, |k| k.len())) as u64).sum();
+                bytes.fetch_add(n, Relaxed);
+                counted.fetch_add(records.len() as u64, Relaxed);
+                bar.inc(records.len() as u64);
+            }
+            member.close().await?;
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(600), t).await.context("group bench timed out")???;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let records = counted.load(std::sync::atomic::Ordering::Relaxed);
+    let bytes = bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let (rps, mbps) = (records as f64 / elapsed, bytes as f64 / elapsed / 1e6);
+    if b.json {
+        println!(
+            "{}",
+            json!({"bench": "consume", "group": group, "members": b.members, "records": records, "bytes": bytes, "seconds": elapsed, "records_per_sec": rps, "mb_per_sec": mbps})
+        );
+    } else {
+        println!("consume: {records} records, {:.1} MB by {} members of group {group}", bytes as f64 / 1e6, b.members);
+        println!("  throughput: {rps:.0} records/s, {mbps:.1} MB/s ({elapsed:.2} s, joins and rebalances included)");
+    }
+    Ok(())
+}
+
+/// One consuming member of the rebalance bench: polls in a loop and publishes
+/// the generation of its latest poll.
+fn spawn_member(
+    mut member: GroupConsumer,
+    generation: Arc<std::sync::atomic::AtomicU32>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    tokio::spawn(async move {
+        while !stop.load(Relaxed) {
+            member.poll(Duration::from_millis(20)).await?;
+            generation.store(member.generation(), Relaxed);
+        }
+        member.close().await?;
+        Ok(())
+    })
+}
+
+async fn rebalance(b: RebalanceBench) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+    let admin = Admin::new(b.client.connect().await?);
+    match admin.create_topic(NewTopic::new(b.topic.clone(), b.partitions)).await {
+        Ok(_) | Err(ClientError::Broker { code: eddy_sdk::protocol::ErrorCode::TopicAlreadyExists, .. }) => {}
+        Err(e) => return Err(e).context("creating the bench topic"),
+    }
+    let group = format!("bench-rebalance-{}", std::process::id());
+    let config = || group_config(&group, 1 << 20).session_timeout(Duration::from_secs(10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut gens = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..b.members {
+        let member =
+            GroupConsumer::subscribe(b.client.connect().await?, config(), std::slice::from_ref(&b.topic)).await?;
+        let generation = Arc::new(AtomicU32::new(member.generation()));
+        tasks.push(spawn_member(member, generation.clone(), stop.clone()));
+        gens.push(generation);
+    }
+    // Let the initial joins settle.
+    let settle = Instant::now();
+    loop {
+        let g: Vec<u32> = gens.iter().map(|g| g.load(Relaxed)).collect();
+        if g.iter().all(|x| *x == g[0]) && settle.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+        anyhow::ensure!(settle.elapsed() < Duration::from_secs(30), "members did not settle: generations {g:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
+    let wait_all = |target: u32, started: Instant, extra: Option<Arc<AtomicU32>>| {
+        let gens = gens.clone();
+        async move {
+            loop {
+                let done = gens.iter().chain(extra.iter()).all(|g| g.load(Relaxed) >= target);
+                if done {
+                    return Ok(started.elapsed());
+                }
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "rebalance did not finish in 60 s");
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    };
+    for _ in 0..b.rounds {
+        // Join: from the subscribe call until every member polled in the new generation.
+        let started = Instant::now();
+        let member =
+            GroupConsumer::subscribe(b.client.connect().await?, config(), std::slice::from_ref(&b.topic)).await?;
+        let target = member.generation();
+        let generation = Arc::new(AtomicU32::new(target));
+        let joined_stop = Arc::new(AtomicBool::new(false));
+        let task = spawn_member(member, generation.clone(), joined_stop.clone());
+        let took = wait_all(target, started, Some(generation)).await?;
+        hist.record(took.as_micros() as u64).ok();
+        // Leave: the measured member closes; the rest consume again in a newer generation.
+        joined_stop.store(true, Relaxed);
+        let started = Instant::now();
+        task.await.context("member task")??;
+        let next = target + 1;
+        let took = wait_all(next, started, None).await?;
+        hist.record(took.as_micros() as u64).ok();
+    }
+    stop.store(true, Relaxed);
+    for t in tasks {
+        t.await.context("member task")??;
+    }
+    let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
+    if b.json {
+        println!(
+            "{}",
+            json!({"bench": "rebalance", "members": b.members, "rebalances": hist.len(), "ms": {"p50": q(0.5), "p99": q(0.99), "max": hist.max() as f64 / 1000.0}})
+        );
+    } else {
+        println!(
+            "rebalance: {} joins/leaves with {} other members on {} partitions",
+            hist.len(),
+            b.members,
+            b.partitions
+        );
+        println!(
+            "  until every member consumes again, ms: p50 {:.1}  p99 {:.1}  max {:.1}",
+            q(0.5),
+            q(0.99),
+            hist.max() as f64 / 1000.0
+        );
     }
     Ok(())
 }

@@ -66,3 +66,19 @@ pub fn parse_acks(s: &str) -> Result<eddy_sdk::protocol::messages::Acks, String>
         other => Err(format!("acks must be 0, 1 or all, not '{other}'")),
     }
 }
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

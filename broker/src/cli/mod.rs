@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod topic;
@@ -30,8 +31,11 @@ enum Command {
     Topic(topic::TopicCommand),
     /// Produce one record per line of standard input.
     Produce(produce::ProduceArgs),
-    /// Print records of a topic.
+    /// Print records of a topic (alone, or as a member of a consumer group).
     Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Topic(cmd) => topic::run(cmd).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
+        Command::Group(cmd) => group::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

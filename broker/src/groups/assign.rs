@@ -238,7 +238,7 @@ mod tests {
     fn members_get_only_topics_they_subscribe_to() {
         let parts: BTreeMap<String, u32> = [("a".to_string(), 2), ("b".to_string(), 2)].into();
         let mut ms = members(1, &["a"]);
-        ms.extend(members(1, &["b"]).into_iter().map(|(_, m)| ("x".to_string(), m)));
+        ms.extend(members(1, &["b"]).into_values().map(|m| ("x".to_string(), m)));
         for strategy in [AssignmentStrategy::Sticky, AssignmentStrategy::Range, AssignmentStrategy::RoundRobin] {
             let a = assign(strategy, &ms, &parts);
             assert!(is_valid(&a, &ms, &parts), "{strategy:?}");

@@ -148,6 +148,10 @@ impl GroupService {
             return Err(GroupError { code: ErrorCode::InvalidGroup, message: "group id is empty".into() });
         }
         let tps: Vec<(String, u32)> = req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+        // Nonexistent partitions are named as such before ownership is checked.
+        for (topic, partition) in &tps {
+            self.store.partition(topic, *partition)?;
+        }
         self.lock().check_commit(&req.group, &req.member_id, req.generation, &tps)?;
         let entries = req.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
         self.store.commit_offsets(&req.group, entries).await?;

@@ -168,11 +168,18 @@ async fn committed_offsets_are_validated_durable_and_go_with_their_topic() {
         let store = Store::open(config(dir.path())).unwrap();
         store.create_topic(topic("t", 2)).await.unwrap();
         store.create_topic(topic("u", 1)).await.unwrap();
-        store.commit_offsets("g", vec![("t".into(), 0, 5, "m".into()), ("u".into(), 0, 7, String::new())]).await.unwrap();
-        let bad = store.commit_offsets("g", vec![("t".into(), 1, 9, String::new()), ("t".into(), 2, 1, String::new())]).await;
+        store
+            .commit_offsets("g", vec![("t".into(), 0, 5, "m".into()), ("u".into(), 0, 7, String::new())])
+            .await
+            .unwrap();
+        let bad =
+            store.commit_offsets("g", vec![("t".into(), 1, 9, String::new()), ("t".into(), 2, 1, String::new())]).await;
         assert!(matches!(bad, Err(StoreError::UnknownPartition { partition: 2, .. })));
         assert!(!store.committed_offsets("g").contains_key(&("t".to_string(), 1)), "all or nothing");
-        assert!(matches!(store.commit_offsets("g", vec![("x".into(), 0, 1, String::new())]).await, Err(StoreError::UnknownTopic(_))));
+        assert!(matches!(
+            store.commit_offsets("g", vec![("x".into(), 0, 1, String::new())]).await,
+            Err(StoreError::UnknownTopic(_))
+        ));
         store.close().await;
     }
     let store = Store::open(config(dir.path())).unwrap();

@@ -5,6 +5,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod durability;
+mod groups;
 mod roundtrip;
 
 use std::collections::BTreeMap;
