@@ -3,6 +3,8 @@
 //! * `demo`: build and run the main job on an embedded single-node Eddy.
 //! * `test`: install what the tests need, check formatting and lints, build
 //!   the `eddy` binary and run every test in the workspace.
+//! * `processors`: build the example Wasm processors (examples/processors/)
+//!   and print the paths of the .wasm files.
 //! * `bench`: run `eddy bench produce/consume` against a fresh release broker.
 //! * `bench-peers [--records N]`: the same produce and consume workloads against
 //!   Eddy and NATS JetStream (installed if missing), one after the other on
@@ -14,6 +16,7 @@
 
 mod bench;
 mod peers;
+mod processors;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,11 +30,12 @@ fn main() {
     let result = match task {
         "demo" => demo(rest),
         "test" => test(rest),
+        "processors" => processors::task(),
         "bench" => bench::bench(rest),
         "bench-peers" => peers::run(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <demo | test [--no-lint] [-- nextest args] | bench | bench-peers [--records N]>"
+                "usage: cargo xtask <demo | test [--no-lint] [-- nextest args] | processors | bench | bench-peers [--records N]>"
             );
             Ok(())
         }
@@ -77,7 +81,7 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
 }
 
 fn demo(args: &[String]) -> anyhow::Result<()> {
-    ensure_wasm_target()?;
+    processors::build_processors()?;
     run(cargo().args(["build", "--release", "-p", "eddy-broker", "-p", "eddy-examples"]))?;
     run(Command::new(root().join("target/release/demo")).args(args))
 }
@@ -85,10 +89,12 @@ fn demo(args: &[String]) -> anyhow::Result<()> {
 fn test(args: &[String]) -> anyhow::Result<()> {
     let lint = !args.iter().any(|a| a == "--no-lint");
     let passthrough: Vec<&String> = args.iter().skip_while(|a| *a != "--").skip(1).collect();
-    ensure_wasm_target()?;
+    // The runtime's tests load the example processors from EDDY_PROCESSORS_DIR.
+    processors::build_processors()?;
     if lint {
         run(cargo().args(["fmt", "--all", "--", "--check"]))?;
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        processors::lint_processors()?;
     }
     // The end-to-end tests start the real `eddy` binary.
     run(cargo().args(["build", "-p", "eddy-broker", "--bin", "eddy"]))?;
@@ -103,6 +109,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     } else {
         cmd.args(["test", "--workspace", "--no-fail-fast"]);
     }
-    cmd.args(passthrough).env("EDDY_BIN", eddy);
+    cmd.args(passthrough).env("EDDY_BIN", eddy).env("EDDY_PROCESSORS_DIR", processors::processors_dir());
     run(&mut cmd)
 }
