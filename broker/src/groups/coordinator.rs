@@ -106,6 +106,9 @@ pub struct Group {
     /// Members by id.
     pub members: BTreeMap<String, Member>,
     rebalance_deadline: Option<Instant>,
+    /// Partition counts of the subscribed topics when the generation was
+    /// assigned: a topic that grows (or appears, or goes) starts a rebalance.
+    assigned_counts: BTreeMap<String, u32>,
 }
 
 impl Group {
@@ -117,6 +120,7 @@ impl Group {
             strategy: AssignmentStrategy::Sticky,
             members: BTreeMap::new(),
             rebalance_deadline: None,
+            assigned_counts: BTreeMap::new(),
         }
     }
 
@@ -386,6 +390,10 @@ impl Coordinator {
             if !expired.is_empty() {
                 after_removal(g, now, partitions);
             }
+            if g.state == GroupState::Stable && subscribed_counts(g, partitions) != g.assigned_counts {
+                tracing::info!(group = %g.id, "partitions of a subscribed topic changed");
+                start_rebalance(g, now);
+            }
             if g.state == GroupState::PreparingRebalance && g.rebalance_deadline.is_some_and(|d| now >= d) {
                 let late: Vec<String> = g.members.values().filter(|m| !m.pending_join).map(|m| m.id.clone()).collect();
                 for id in late {
@@ -468,6 +476,11 @@ fn choose_strategy(g: &Group) -> AssignmentStrategy {
     }
 }
 
+/// Current partition counts of the topics the group subscribes to.
+fn subscribed_counts(g: &Group, partitions: &BTreeMap<String, u32>) -> BTreeMap<String, u32> {
+    g.topics().into_iter().filter_map(|t| partitions.get(&t).map(|n| (t, *n))).collect()
+}
+
 fn complete(g: &mut Group, now: Instant, partitions: &BTreeMap<String, u32>) {
     if g.members.is_empty() {
         g.state = GroupState::Empty;
@@ -482,6 +495,7 @@ fn complete(g: &mut Group, now: Instant, partitions: &BTreeMap<String, u32>) {
         .map(|m| (m.id.clone(), MemberInput { topics: m.topics.clone(), previous: m.assignment.clone() }))
         .collect();
     let assignment = assign::assign(g.strategy, &inputs, partitions);
+    g.assigned_counts = subscribed_counts(g, partitions);
     for m in g.members.values_mut() {
         m.assignment = assignment.get(&m.id).cloned().unwrap_or_default();
         m.generation = g.generation;
@@ -618,6 +632,21 @@ mod tests {
         }
         let sizes: Vec<usize> = ids.iter().filter(|m| **m != busy).map(|m| done(&c, m).assignment.len()).collect();
         assert_eq!(sizes, [1, 1, 1, 1]);
+    }
+
+    #[test]
+    fn added_partitions_start_a_rebalance_that_assigns_them() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new();
+        let a = c.join(t0, args("g", ""), &parts()).unwrap();
+        assert_eq!(done(&c, &a).assignment.len(), 4);
+        assert!(!c.tick(t0, &parts()));
+        let grown: BTreeMap<String, u32> = [("t".to_string(), 6)].into();
+        assert!(c.tick(t0, &grown));
+        assert_eq!(c.heartbeat(t0, "g", &a, 1).unwrap_err().code, ErrorCode::RebalanceInProgress);
+        c.join(t0, args("g", &a), &grown).unwrap();
+        let r = done(&c, &a);
+        assert_eq!((r.generation, r.assignment.len()), (2, 6));
     }
 
     #[test]
