@@ -160,7 +160,13 @@ impl Store {
         if let Some(dir) = config.path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(format!("{}: {e}", dir.display())))?;
         }
-        let db = Arc::new(Database::builder().create(&config.path)?);
+        let db = Database::builder().create(&config.path)?;
+        Self::from_database(db, config.durability)
+    }
+
+    /// Runs the store on an already opened database (a custom redb backend in tests).
+    pub(crate) fn from_database(db: Database, durability: DurabilityPolicy) -> Result<Self, StoreError> {
+        let db = Arc::new(db);
         let state = writer::WriterState::load(&db)?;
         let catalog = Arc::new(RwLock::new(Arc::new(state.build_catalog(&Catalog::new()))));
         let offsets = Arc::new(RwLock::new(writer::load_group_offsets(&db)?));
@@ -171,7 +177,7 @@ impl Store {
             let offsets = offsets.clone();
             std::thread::Builder::new()
                 .name("eddy-store-writer".into())
-                .spawn(move || writer::run(db, state, catalog, offsets, rx, config.durability))
+                .spawn(move || writer::run(db, state, catalog, offsets, rx, durability))
                 .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?
         };
         Ok(Self { db, catalog, offsets, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })

@@ -307,3 +307,78 @@ async fn random_operations_match_a_model_across_reopens() {
     }
     store.close().await;
 }
+
+/// A redb backend over a real file whose writes (and syncs) fail while `fail` is set.
+#[derive(Debug)]
+struct FailingBackend {
+    inner: redb::backends::FileBackend,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl redb::StorageBackend for FailingBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.inner.close()
+    }
+}
+
+/// A failing disk: the batch whose commit failed is answered with a storage
+/// error and never becomes visible; nothing acknowledged is lost; after a
+/// restart the log continues densely.
+#[tokio::test]
+async fn injected_write_failures_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
+        let backend = FailingBackend { inner: redb::backends::FileBackend::new(file).unwrap(), fail: fail.clone() };
+        let db = redb::Database::builder().create_with_backend(backend).unwrap();
+        let store = Store::from_database(db, DurabilityPolicy::EveryCommit).unwrap();
+        store.create_topic(topic("t", 1)).await.unwrap();
+        assert_eq!(append(&store, "t", 0, batch(&["a1", "a2"], 1)).await, 0);
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let failed = store.append("t", 0, batch(&["lost"], 1)).await.unwrap().await;
+        assert!(matches!(failed, Err(StoreError::Storage(_))), "{failed:?}");
+        // The failed batch is not visible and the log end did not move.
+        let (_, p) = store.partition("t", 0).unwrap();
+        assert_eq!(p.offsets().log_end, 2);
+        assert_eq!(values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0), ["a1", "a2"]);
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        // After the disk recovers, writes either succeed densely or keep failing
+        // with a storage error (redb may refuse until reopened); never silently.
+        match store.append("t", 0, batch(&["after"], 1)).await.unwrap().await {
+            Ok(base) => assert_eq!(base, 2),
+            Err(e) => assert!(matches!(e, StoreError::Storage(_)), "{e:?}"),
+        }
+        store.close().await;
+    }
+    let store = Store::open(config(dir.path())).unwrap();
+    let (_, p) = store.partition("t", 0).unwrap();
+    let end = p.offsets().log_end;
+    let read = values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0);
+    assert_eq!(&read[..2], ["a1", "a2"], "acknowledged records survive");
+    assert!(!read.contains(&"lost".to_string()), "the failed batch never appears");
+    assert_eq!(append(&store, "t", 0, batch(&["next"], 1)).await, end, "offsets stay dense");
+    store.close().await;
+}

@@ -53,6 +53,10 @@ pub(crate) fn load_group_offsets(db: &Database) -> Result<AllGroupOffsets, Store
 pub(crate) struct WriterState {
     topics: BTreeMap<String, WTopic>,
     next_topic_id: u64,
+    /// Set when the in-memory state could not be reloaded after a failed
+    /// commit: it may be ahead of the database, so no write is accepted until
+    /// a reload succeeds (fail-stop rather than risk a gap in offsets).
+    poisoned: Option<String>,
 }
 
 #[derive(Clone)]
@@ -89,7 +93,7 @@ impl WriterState {
             }
         }
         txn.commit()?;
-        Ok(Self { topics, next_topic_id })
+        Ok(Self { topics, next_topic_id, poisoned: None })
     }
 
     /// A catalog for this state, reusing the shared partition states of `old`
@@ -266,12 +270,35 @@ fn round(
     immediate: bool,
 ) -> bool {
     let mut offset_changes: Vec<OffsetChange> = Vec::new();
+    if let Some(reason) = state.poisoned.clone() {
+        match WriterState::load(db) {
+            Ok(reloaded) => {
+                info!("store state reloaded; accepting writes again");
+                *state = reloaded;
+            }
+            Err(_) => {
+                let err = StoreError::Storage(format!("storage failed earlier ({reason}); restart the broker"));
+                let mut stop = false;
+                for job in jobs {
+                    match job {
+                        Job::Stop { reply } => {
+                            let _ = reply.send(Ok(()));
+                            stop = true;
+                        }
+                        other => refuse(other, err.clone()),
+                    }
+                }
+                return stop;
+            }
+        }
+    }
     let started = Instant::now();
     let job_count = jobs.len();
     let mut pending = Vec::with_capacity(jobs.len());
     let mut stop_reply = None;
     let mut touched = BTreeSet::new();
     let mut metadata_changed = false;
+    let mut jobs = jobs.into_iter();
     let outcome = (|| -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         if !immediate {
@@ -279,7 +306,7 @@ fn round(
         }
         {
             let mut tables: LogTables<'_> = HashMap::new();
-            for job in jobs {
+            for job in jobs.by_ref() {
                 if stop_reply.is_some() {
                     refuse(job, StoreError::ShuttingDown);
                     continue;
@@ -414,9 +441,20 @@ fn round(
             for p in pending {
                 p.fail_if_ok(&err).send();
             }
+            // Jobs the failed round never reached are refused too.
+            for job in jobs {
+                if let Job::Stop { reply } = job {
+                    stop_reply = Some(reply);
+                } else {
+                    refuse(job, err.clone());
+                }
+            }
             match WriterState::load(db) {
                 Ok(reloaded) => *state = reloaded,
-                Err(e) => error!(error = %e, "cannot reload store state after a failed commit"),
+                Err(e) => {
+                    error!(error = %e, "cannot reload store state after a failed commit; refusing writes until it can");
+                    state.poisoned = Some(e.to_string());
+                }
             }
         }
     }
