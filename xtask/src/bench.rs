@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::{cargo, root, run};
+use crate::{cargo, run};
 
 /// A child process that is stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub(crate) struct Guard(pub(crate) Child);
@@ -29,7 +29,7 @@ impl Drop for Guard {
 /// Starts a release `eddy broker` on 127.0.0.1 with its data in `dir`; returns it and its address.
 /// Its CA certificate is `dir/tls/ca.pem`.
 pub(crate) fn start_broker(dir: &std::path::Path) -> anyhow::Result<(Guard, String)> {
-    let eddy = root().join("target/release/eddy");
+    let eddy = crate::target_dir().join("release/eddy");
     let addr_file = dir.join("broker.addr");
     let _ = std::fs::remove_file(&addr_file);
     let child = Command::new(&eddy)
@@ -54,7 +54,7 @@ pub(crate) fn start_broker(dir: &std::path::Path) -> anyhow::Result<(Guard, Stri
 
 /// Runs `eddy bench <args> --json` against `addr` (at most [`BENCH_LIMIT`]) and parses its summary.
 pub(crate) fn eddy_bench(addr: &str, ca: &std::path::Path, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let mut cmd = Command::new(root().join("target/release/eddy"));
+    let mut cmd = Command::new(crate::target_dir().join("release/eddy"));
     cmd.arg("bench").args(args).args(["--json", "--broker", addr, "--ca"]).arg(ca).stderr(Stdio::inherit());
     let out = output_within(&mut cmd, BENCH_LIMIT).context("running eddy bench")?;
     if !out.status.success() {

@@ -52,6 +52,15 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the workspace
+/// root if relative), else `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
 /// Runs a command in the workspace root, failing if it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: running {cmd:?}");
@@ -83,7 +92,7 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
 fn demo(args: &[String]) -> anyhow::Result<()> {
     processors::build_processors()?;
     run(cargo().args(["build", "--release", "-p", "eddy-broker", "-p", "eddy-examples"]))?;
-    run(Command::new(root().join("target/release/demo")).args(args))
+    run(Command::new(target_dir().join("release/demo")).args(args))
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
@@ -98,7 +107,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     }
     // The end-to-end tests start the real `eddy` binary.
     run(cargo().args(["build", "-p", "eddy-broker", "--bin", "eddy"]))?;
-    let eddy = root().join("target/debug/eddy");
+    let eddy = target_dir().join("debug/eddy");
     let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["nextest", "--version"])
         .output()

@@ -278,7 +278,7 @@ fn start_nats(server: &Path, dir: &Path) -> anyhow::Result<(Guard, String)> {
 
 /// Runs `nats-bench <args>` (at most [`BENCH_LIMIT`]) and parses its JSON summary.
 fn nats_bench(args: &[&str]) -> anyhow::Result<Value> {
-    let mut cmd = Command::new(root().join("target/release/nats-bench"));
+    let mut cmd = Command::new(crate::target_dir().join("release/nats-bench"));
     cmd.args(args).stderr(Stdio::inherit());
     let out = output_within(&mut cmd, BENCH_LIMIT).context("running nats-bench")?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -11,7 +11,7 @@ use crate::{cargo, ensure_wasm_target, root};
 
 /// Where the built processors land: `target/wasm32-wasip2/release/`.
 pub fn processors_dir() -> PathBuf {
-    root().join("target/wasm32-wasip2/release")
+    crate::target_dir().join("wasm32-wasip2/release")
 }
 
 /// Builds every example processor in release mode and returns the paths of the
@@ -59,7 +59,7 @@ pub fn lint_processors() -> anyhow::Result<()> {
 /// with the repository's target directory.
 fn run_in_processors(cmd: &mut Command) -> anyhow::Result<()> {
     let dir = root().join("examples/processors");
-    cmd.current_dir(&dir).env("CARGO_TARGET_DIR", root().join("target"));
+    cmd.current_dir(&dir).env("CARGO_TARGET_DIR", crate::target_dir());
     eprintln!("xtask: running {cmd:?} in {}", dir.display());
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
