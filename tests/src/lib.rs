@@ -26,6 +26,44 @@ pub fn eddy_bin() -> PathBuf {
     profile_dir.join("eddy")
 }
 
+/// Directory of the example processor modules: `$EDDY_PROCESSORS_DIR` (set by
+/// `cargo xtask test`), else `target/wasm32-wasip2/release` (built by
+/// `cargo xtask processors`).
+pub fn processors_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDDY_PROCESSORS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).expect("target dir");
+    target.join("wasm32-wasip2/release")
+}
+
+/// The path of one example processor module; panics with a hint if it was not built.
+pub fn processor_wasm(name: &str) -> PathBuf {
+    let path = processors_dir().join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `cargo xtask processors` (cargo xtask test does)", path.display());
+    path
+}
+
+/// Runs the `eddy` CLI (no broker options) with `stdin` as input.
+pub fn eddy(args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = Command::new(eddy_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().expect("piped stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(out)
+}
+
 /// A broker process owned by a test. Killed when dropped.
 pub struct BrokerProcess {
     child: Option<Child>,

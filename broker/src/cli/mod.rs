@@ -4,6 +4,7 @@ mod bench;
 mod common;
 mod consume;
 mod group;
+mod processor;
 mod produce;
 mod serve;
 mod topic;
@@ -36,6 +37,9 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Work with Wasm processors (for now: run one locally with `test`).
+    #[command(subcommand)]
+    Processor(processor::ProcessorCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Group(cmd) => group::run(cmd).await,
+        Command::Processor(cmd) => processor::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

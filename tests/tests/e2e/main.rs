@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod durability;
 mod groups;
+mod processor_cli;
 mod roundtrip;
 
 use std::collections::BTreeMap;
