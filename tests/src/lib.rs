@@ -200,23 +200,11 @@ impl BrokerProcess {
 
     /// Runs the `eddy` CLI against this broker with `stdin` as input.
     pub fn cli(&self, args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output> {
-        use std::io::Write;
-        let mut child = Command::new(eddy_bin())
-            .args(args)
-            .args(["--broker", &self.addr.to_string(), "--ca"])
-            .arg(self.ca())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut input = child.stdin.take().expect("piped stdin");
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output()?;
-        let _ = writer.join();
-        Ok(out)
+        let addr = self.addr.to_string();
+        let ca = self.ca();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--broker", &addr, "--ca", ca.to_str().expect("UTF-8 temp path")]);
+        eddy(&all, stdin)
     }
 
     /// Starts a long-running `eddy` CLI process against this broker (e.g.
