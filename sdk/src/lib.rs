@@ -35,6 +35,7 @@ pub mod client;
 pub mod consumer;
 pub mod error;
 pub mod group;
+pub mod processors;
 pub mod producer;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub use eddy_protocol::messages::{
 pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
+pub use processors::Processors;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
 #[cfg(test)]

@@ -245,9 +245,11 @@ macro_rules! wire_struct {
         pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* }
 
         impl $crate::codec::Wire for $name {
+            #[allow(unused_variables)]
             fn encode(&self, enc: &mut $crate::codec::Encoder) {
                 $(enc.put(&self.$field);)*
             }
+            #[allow(unused_variables)]
             fn decode(dec: &mut $crate::codec::Decoder) -> Result<Self, $crate::codec::DecodeError> {
                 Ok(Self { $($field: dec.get()?,)* })
             }

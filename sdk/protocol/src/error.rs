@@ -57,6 +57,11 @@ pub enum ErrorCode {
     UnknownGroup = 23,
     /// A group id is empty or too long, or a timeout is out of range.
     InvalidGroup = 24,
+    /// No processor of that name (or version) is deployed.
+    UnknownProcessor = 25,
+    /// A processor deployment is invalid: bad name, module that is not a
+    /// component of the processor world, missing topic; the message says which.
+    InvalidProcessor = 26,
 }
 
 impl ErrorCode {
@@ -88,6 +93,8 @@ impl ErrorCode {
             22 => NotPartitionOwner,
             23 => UnknownGroup,
             24 => InvalidGroup,
+            25 => UnknownProcessor,
+            26 => InvalidProcessor,
             _ => Internal,
         }
     }
@@ -126,6 +133,8 @@ impl ErrorCode {
             NotPartitionOwner => "NOT_PARTITION_OWNER",
             UnknownGroup => "UNKNOWN_GROUP",
             InvalidGroup => "INVALID_GROUP",
+            UnknownProcessor => "UNKNOWN_PROCESSOR",
+            InvalidProcessor => "INVALID_PROCESSOR",
         }
     }
 }

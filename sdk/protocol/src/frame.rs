@@ -61,6 +61,14 @@ pub enum ApiKey {
     OffsetFetch = 24,
     ListGroups = 25,
     DescribeGroup = 26,
+    DeployProcessor = 30,
+    ListProcessors = 31,
+    DescribeProcessor = 32,
+    DeleteProcessor = 33,
+    FetchProcessorModule = 34,
+    CommitProcessorBatch = 35,
+    StateScan = 36,
+    StopProcessor = 37,
 }
 
 impl ApiKey {
@@ -81,6 +89,14 @@ impl ApiKey {
             24 => Self::OffsetFetch,
             25 => Self::ListGroups,
             26 => Self::DescribeGroup,
+            30 => Self::DeployProcessor,
+            31 => Self::ListProcessors,
+            32 => Self::DescribeProcessor,
+            33 => Self::DeleteProcessor,
+            34 => Self::FetchProcessorModule,
+            35 => Self::CommitProcessorBatch,
+            36 => Self::StateScan,
+            37 => Self::StopProcessor,
             _ => return None,
         })
     }

@@ -4,6 +4,7 @@
 //! * [`codec`]: the primitive encodings (little-endian integers, strings, byte
 //!   strings, lists, options) that every message is built from, with checked decoding.
 //! * [`messages`]: one request/response pair per API key.
+//! * [`processors`]: the processor API (deploy, modules, atomic offsets + state commits).
 //! * [`batch`]: the record-batch layout that producers write, brokers validate and
 //!   store as-is, and consumers decode.
 //! * [`error`]: stable numeric error codes sent back to clients.
@@ -19,6 +20,7 @@ pub mod frame;
 pub mod limits;
 pub mod messages;
 pub mod partition;
+pub mod processors;
 
 pub use batch::{BatchBuilder, BatchError, BatchView, Header, Record};
 pub use codec::{DecodeError, Decoder, Encoder, Wire};
