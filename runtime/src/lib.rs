@@ -56,6 +56,7 @@ mod instance;
 mod limits;
 mod module;
 mod sandbox;
+pub mod worker;
 
 /// Host bindings of the `eddy:processor` world.
 mod bindings {
@@ -71,6 +72,7 @@ pub use error::{ProcessError, RuntimeError};
 pub use instance::{InputRecord, Instance, LogLevel, LogSink, OutputRecord, RecordOutcome, StateView, TracingLog};
 pub use limits::ProcessorLimits;
 pub use module::{Module, ModuleId, ModuleOrigin};
+pub use worker::{Worker, WorkerConfig, WorkerError};
 
 /// The version of the `eddy:processor` WIT package this runtime implements.
 pub const WORLD_VERSION: &str = "0.1.0";

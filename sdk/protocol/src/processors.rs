@@ -179,6 +179,12 @@ wire_struct! {
     }
 }
 
+impl Default for ProcessorStats {
+    fn default() -> Self {
+        ProcessorStats { records_in: 0, records_out: 0, errors: 0, dead_lettered: 0, batches: 0, wasm_nanos: 0 }
+    }
+}
+
 impl ProcessorStats {
     /// Adds another set of counters to this one.
     pub fn add(&mut self, other: &ProcessorStats) {
