@@ -163,6 +163,7 @@ wire_struct! {
 wire_struct! {
     /// Counters of a processor, summed over all workers since its first deployment.
     /// Updated in the same transaction as the offsets they describe.
+    #[derive(Default)]
     pub struct ProcessorStats {
         /// Input records whose processing was committed.
         pub records_in: u64,
@@ -176,12 +177,6 @@ wire_struct! {
         pub batches: u64,
         /// Time spent inside the module for those records, in nanoseconds.
         pub wasm_nanos: u64,
-    }
-}
-
-impl Default for ProcessorStats {
-    fn default() -> Self {
-        ProcessorStats { records_in: 0, records_out: 0, errors: 0, dead_lettered: 0, batches: 0, wasm_nanos: 0 }
     }
 }
 
