@@ -19,6 +19,7 @@ use crate::server::handlers::{HandlerConfig, Handlers};
 use crate::store::{store_path, DurabilityPolicy, Store, StoreConfig, StoreError};
 use crate::tls::{self, TlsError};
 use eddy_protocol::limits::{DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES, MAX_FRAME_BYTES};
+use eddy_runtime::{Runtime, RuntimeError};
 
 /// Everything a broker needs to start.
 #[derive(Debug, Clone)]
@@ -75,6 +76,9 @@ pub enum BrokerError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    /// The processor runtime (Wasm engine and module cache) could not be set up.
+    #[error("processor runtime: {0}")]
+    Runtime(#[from] RuntimeError),
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -86,6 +90,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     ca_path: PathBuf,
     store: Arc<Store>,
+    runtime: Arc<Runtime>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     retention: JoinHandle<()>,
@@ -120,6 +125,9 @@ impl Broker {
             }
         };
         let server_tls = tls::server_config(&identity)?;
+        // Deploys validate (and compile) modules with it; an embedded worker
+        // reuses it, so a module compiled at deploy time is not compiled again.
+        let runtime = Arc::new(Runtime::new(Some(config.data_dir.join("wasm-cache")))?);
         let store =
             Arc::new(Store::open(StoreConfig { path: store_path(&config.data_dir), durability: config.durability })?);
         let endpoint = crate::server::endpoint(config.listen, server_tls)
@@ -131,6 +139,7 @@ impl Broker {
         let handlers = Arc::new(Handlers::new(
             store.clone(),
             groups,
+            runtime.clone(),
             HandlerConfig {
                 broker_id: config.broker_id,
                 advertised_addr: config.advertised_addr.clone().unwrap_or_else(|| local_addr.to_string()),
@@ -147,7 +156,7 @@ impl Broker {
             warn!(file = %addr_file.display(), error = %e, "cannot write the address file");
         }
         crate::server::announce(config.broker_id, local_addr, &identity.ca_path);
-        Ok(Self { local_addr, ca_path: identity.ca_path, store, shutdown, server, retention, group_ticker })
+        Ok(Self { local_addr, ca_path: identity.ca_path, store, runtime, shutdown, server, retention, group_ticker })
     }
 
     /// The bound address.
@@ -163,6 +172,15 @@ impl Broker {
     /// The broker's store (for embedding and tests).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The broker's processor runtime: one wasmtime engine with the compiled-
+    /// module cache in `<data-dir>/wasm-cache`. Every deploy validates its
+    /// module with [`Runtime::load`] on this runtime, so a worker that loads
+    /// modules through it finds them compiled (in memory while loaded, else
+    /// on disk). Returns a new handle to the one shared runtime.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.clone()
     }
 
     /// Stops accepting work, finishes in-flight requests, commits and closes.

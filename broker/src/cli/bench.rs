@@ -31,6 +31,8 @@ pub enum BenchCommand {
     Consume(ConsumeBench),
     /// Time rebalances: from a member joining (or leaving) until every member consumes again.
     Rebalance(RebalanceBench),
+    /// Deploy a processor on preloaded input and time input -> acknowledged output, and a cold deploy.
+    Processor(super::bench_processor::ProcessorBench),
 }
 
 /// Options of `eddy bench rebalance`.
@@ -124,10 +126,12 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(b) if b.group.is_some() => consume_group(b).await,
         BenchCommand::Consume(b) => consume(b).await,
         BenchCommand::Rebalance(b) => rebalance(b).await,
+        BenchCommand::Processor(b) => super::bench_processor::run(b).await,
     }
 }
 
-fn progress(total: u64, what: &str) -> ProgressBar {
+/// A progress bar for `total` items.
+pub(super) fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:40}] {human_pos}/{human_len} {per_sec} eta {eta}")

@@ -1,11 +1,13 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
 mod bench;
+mod bench_processor;
 mod common;
 mod consume;
 mod group;
 mod processor;
 mod produce;
+mod runtime;
 mod serve;
 mod topic;
 
@@ -37,9 +39,11 @@ enum Command {
     /// List and describe consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
-    /// Work with Wasm processors (for now: run one locally with `test`).
+    /// Deploy, inspect, delete and test Wasm processors.
     #[command(subcommand)]
     Processor(processor::ProcessorCommand),
+    /// Run a standalone processor worker that joins the processors' groups on a broker.
+    Runtime(runtime::RuntimeArgs),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -50,7 +54,7 @@ impl Cli {
     /// commands only warnings.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
-            Command::Broker(_) | Command::Dev(_) => "info",
+            Command::Broker(_) | Command::Dev(_) | Command::Runtime(_) => "info",
             _ => "warn",
         }
     }
@@ -66,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => consume::run(args).await,
         Command::Group(cmd) => group::run(cmd).await,
         Command::Processor(cmd) => processor::run(cmd).await,
+        Command::Runtime(args) => runtime::run(args).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -1,4 +1,5 @@
-//! `eddy broker` and `eddy dev`: run a broker until SIGINT or SIGTERM.
+//! `eddy broker` and `eddy dev`: run a broker, with a processor worker unless
+//! `--no-runtime`, until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,8 @@ use anyhow::Context;
 use clap::Args;
 use eddy_broker::store::DurabilityPolicy;
 use eddy_broker::{Broker, BrokerConfig};
+use eddy_runtime::{Worker, WorkerConfig};
+use eddy_sdk::ClientConfig;
 
 use super::common::dev_data_dir;
 
@@ -64,6 +67,13 @@ struct ServeArgs {
     /// How often retention deletes expired batches, in ms.
     #[arg(long, default_value_t = 30_000)]
     retention_check_ms: u64,
+    /// Do not run processors in this process (run `eddy runtime` workers instead).
+    #[arg(long)]
+    no_runtime: bool,
+    /// Session timeout of this process's processor group members, in ms: how
+    /// soon their partitions move to other workers if this process dies.
+    #[arg(long, default_value_t = 10_000)]
+    processor_session_timeout_ms: u64,
 }
 
 impl ServeArgs {
@@ -94,16 +104,16 @@ impl ServeArgs {
 
 /// Runs a broker until SIGINT/SIGTERM.
 pub async fn broker(args: BrokerArgs) -> anyhow::Result<()> {
-    serve(args.common.config(args.data_dir)?).await
+    serve(args.common.config(args.data_dir)?, &args.common).await
 }
 
 /// Runs a development broker until SIGINT/SIGTERM.
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(dev_data_dir);
-    serve(args.common.config(data_dir)?).await
+    serve(args.common.config(data_dir)?, &args.common).await
 }
 
-async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+async fn serve(config: BrokerConfig, args: &ServeArgs) -> anyhow::Result<()> {
     let broker = Broker::start(config.clone())
         .await
         .with_context(|| format!("starting broker in {}", config.data_dir.display()))?;
@@ -114,7 +124,22 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         config.data_dir.display(),
         broker.ca_path().display()
     );
+    let worker = if args.no_runtime {
+        None
+    } else {
+        // The embedded worker talks to this broker over QUIC like any other
+        // worker, and shares its compiled-module cache.
+        let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path());
+        let mut worker_config = WorkerConfig::new(client);
+        worker_config.worker_id = format!("broker-{}", config.broker_id);
+        worker_config.session_timeout = Duration::from_millis(args.processor_session_timeout_ms);
+        let worker = Worker::start(broker.runtime(), worker_config).await.context("starting the processor worker")?;
+        Some(worker)
+    };
     wait_for_signal().await?;
+    if let Some(worker) = worker {
+        worker.shutdown().await;
+    }
     broker.shutdown().await;
     Ok(())
 }

@@ -142,17 +142,33 @@ impl GroupService {
         Ok(())
     }
 
-    /// Checks ownership, then commits durably.
-    pub async fn commit(&self, req: OffsetCommitRequest) -> Result<(), GroupError> {
-        if req.group.is_empty() {
+    /// Checks that `member_id` may commit positions of `partitions` in `group`
+    /// at `generation`, exactly as an OffsetCommit is checked: the group id is
+    /// not empty, every partition exists, the member belongs to the group's
+    /// current generation and owns every partition (or, for a group without
+    /// members, the member id is empty and the generation 0). Writes nothing;
+    /// callers that pass write the commit through the store.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: u32,
+        partitions: &[(String, u32)],
+    ) -> Result<(), GroupError> {
+        if group.is_empty() {
             return Err(GroupError { code: ErrorCode::InvalidGroup, message: "group id is empty".into() });
         }
-        let tps: Vec<(String, u32)> = req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
         // Nonexistent partitions are named as such before ownership is checked.
-        for (topic, partition) in &tps {
+        for (topic, partition) in partitions {
             self.store.partition(topic, *partition)?;
         }
-        self.lock().check_commit(&req.group, &req.member_id, req.generation, &tps)?;
+        self.lock().check_commit(group, member_id, generation, partitions)
+    }
+
+    /// Checks ownership ([`GroupService::check_commit`]), then commits durably.
+    pub async fn commit(&self, req: OffsetCommitRequest) -> Result<(), GroupError> {
+        let tps: Vec<(String, u32)> = req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+        self.check_commit(&req.group, &req.member_id, req.generation, &tps)?;
         let entries = req.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
         self.store.commit_offsets(&req.group, entries).await?;
         Ok(())

@@ -1,5 +1,8 @@
 //! Request dispatch: decodes a frame, runs the request against the store, and
-//! encodes the response frame. One function per API key.
+//! encodes the response frame. One function per API key; the processor
+//! requests (30-37) are in `handlers/processors.rs`.
+
+mod processors;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +22,10 @@ use super::PendingResponse;
 use crate::groups::coordinator::GroupError;
 use crate::groups::GroupService;
 use crate::store::{Store, StoreError, TopicConfig, TopicState};
+pub use processors::{
+    validate_processor_name, LOGS_RETENTION_MS, MAX_MODULE_BYTES, MAX_PARAMS_BYTES, MAX_PROCESSOR_INPUTS,
+    MAX_PROCESSOR_NAME_BYTES, MAX_PROCESSOR_PARALLELISM, MAX_STATE_SCAN_BYTES,
+};
 
 /// A failed request: code and body.
 #[derive(Debug)]
@@ -112,19 +119,21 @@ pub struct HandlerConfig {
 pub struct Handlers {
     store: Arc<Store>,
     groups: Arc<GroupService>,
+    runtime: Arc<eddy_runtime::Runtime>,
     config: HandlerConfig,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Handlers {
-    /// Handlers over `store`.
+    /// Handlers over `store`; deploys validate modules on `runtime`.
     pub fn new(
         store: Arc<Store>,
         groups: Arc<GroupService>,
+        runtime: Arc<eddy_runtime::Runtime>,
         config: HandlerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, groups, config, shutdown }
+        Self { store, groups, runtime, config, shutdown }
     }
 
     /// Handles one request frame (length prefix removed). Returns the pending
@@ -201,6 +210,22 @@ impl Handlers {
                     .map_err(Failure::from)
                     .and_then(|req| Ok(self.groups.describe(req)?)),
             ))),
+            ApiKey::DeployProcessor => {
+                Some(Box::pin(async move { vec![frame_of(this.deploy_processor(payload).await)] }))
+            }
+            ApiKey::ListProcessors => Some(ready(frame_of(self.list_processors(payload)))),
+            ApiKey::DescribeProcessor => Some(ready(frame_of(self.describe_processor(payload)))),
+            ApiKey::DeleteProcessor => {
+                Some(Box::pin(async move { vec![frame_of(this.delete_processor(payload).await)] }))
+            }
+            ApiKey::FetchProcessorModule => {
+                Some(Box::pin(async move { vec![frame_of(this.fetch_processor_module(payload).await)] }))
+            }
+            ApiKey::CommitProcessorBatch => {
+                Some(Box::pin(async move { vec![frame_of(this.commit_processor_batch(payload).await)] }))
+            }
+            ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload).await)] })),
+            ApiKey::StopProcessor => Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload).await)] })),
         }
     }
 
@@ -422,6 +447,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod processor_tests;
 
 #[cfg(test)]
 mod tests {

@@ -7,14 +7,18 @@
 //! * `log.<topic id>.<partition>`: base offset -> the stored batch, byte for byte
 //!   as the producer wrote it, with the base offset stamped in.
 //! * `meta`: string -> u64 counters (`next_topic_id`).
+//! * `group_offsets`: (group, topic, partition) -> (offset, metadata).
+//! * `processors`, `processor_stats`, `processor_modules`, `processor_state`:
+//!   deployed processors, their counters, modules and state ([`processors`]).
 //!
-//! Writes of every kind go through one writer thread ([`writer`]) that drains
+//! Writes of every kind go through one writer thread (`writer.rs`) that drains
 //! every job queued meanwhile into one write transaction: one commit, one fsync,
 //! for any number of batches across all partitions (group commit). Nothing is
 //! acknowledged or made visible to readers before its transaction committed.
 //! Reads run on the caller's thread in their own read transactions.
 
 mod catalog;
+pub mod processors;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -27,7 +31,9 @@ use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 pub use catalog::{Catalog, PartitionOffsets, PartitionState, TopicConfig, TopicState};
+use eddy_protocol::processors::ProcessorDescription;
 use eddy_protocol::ErrorCode;
+pub use processors::{OffsetEntry, ProcessorCommit, ProcessorDeployment, ProcessorMap, StateEntries};
 
 /// Topic name -> JSON TopicConfig.
 pub(crate) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
@@ -92,6 +98,18 @@ pub enum StoreError {
     /// Offset outside the stored log.
     #[error("offset {offset} is out of range for {topic}/{partition}: log start {log_start}, log end {log_end}")]
     OffsetOutOfRange { topic: String, partition: u32, offset: u64, log_start: u64, log_end: u64 },
+    /// No processor of that name is deployed.
+    #[error("no processor named '{0}'; deploy one with `eddy processor deploy`")]
+    UnknownProcessor(String),
+    /// The processor exists, but `version` is not its current version.
+    #[error("processor '{name}' is at version {current}, not {version}; use the current version")]
+    ProcessorVersion { name: String, current: u32, version: u32 },
+    /// A processor deployment was refused; the message says why.
+    #[error("{0}")]
+    InvalidProcessor(String),
+    /// A request names something it may not (the message says what).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// redb failed; nothing of the failed transaction was acknowledged.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -109,6 +127,9 @@ impl StoreError {
             StoreError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
             StoreError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             StoreError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StoreError::UnknownProcessor(_) | StoreError::ProcessorVersion { .. } => ErrorCode::UnknownProcessor,
+            StoreError::InvalidProcessor(_) => ErrorCode::InvalidProcessor,
+            StoreError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             StoreError::Storage(_) => ErrorCode::StorageError,
             StoreError::ShuttingDown => ErrorCode::ShuttingDown,
         }
@@ -142,6 +163,10 @@ pub(crate) enum Job {
     AddPartitions { name: String, count: u32, reply: Reply<TopicConfig> },
     Retention { now_ms: i64, reply: Reply<u64> },
     CommitOffsets { group: String, offsets: Vec<(String, u32, u64, String)>, reply: Reply<()> },
+    DeployProcessor { deployment: ProcessorDeployment, reply: Reply<ProcessorDescription> },
+    DeleteProcessor { name: String, reply: Reply<()> },
+    CommitProcessorBatch { commit: ProcessorCommit, reply: Reply<()> },
+    SetProcessorStatus { name: String, version: u32, status: String, reason: String, reply: Reply<bool> },
     Stop { reply: Reply<()> },
 }
 
@@ -150,6 +175,7 @@ pub struct Store {
     db: Arc<Database>,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     offsets: Arc<RwLock<AllGroupOffsets>>,
+    processors: Arc<RwLock<ProcessorMap>>,
     jobs: mpsc::Sender<Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -170,17 +196,18 @@ impl Store {
         let state = writer::WriterState::load(&db)?;
         let catalog = Arc::new(RwLock::new(Arc::new(state.build_catalog(&Catalog::new()))));
         let offsets = Arc::new(RwLock::new(writer::load_group_offsets(&db)?));
+        let processors = Arc::new(RwLock::new(processors::load(&db)?));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_JOBS);
         let handle = {
+            let shared =
+                writer::Shared { catalog: catalog.clone(), offsets: offsets.clone(), processors: processors.clone() };
             let db = db.clone();
-            let catalog = catalog.clone();
-            let offsets = offsets.clone();
             std::thread::Builder::new()
                 .name("eddy-store-writer".into())
-                .spawn(move || writer::run(db, state, catalog, offsets, rx, durability))
+                .spawn(move || writer::run(db, state, shared, rx, durability))
                 .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?
         };
-        Ok(Self { db, catalog, offsets, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self { db, catalog, offsets, processors, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
     }
 
     /// The committed catalog now.
@@ -276,6 +303,91 @@ impl Store {
         self.offsets.read().expect("offsets lock poisoned").keys().cloned().collect()
     }
 
+    /// Stores a processor deployment durably, in one transaction: the
+    /// description with the next version (1 for a first deployment), the
+    /// module (replacing the previous version's), and for a first deployment
+    /// the initial offsets of group `processor.<name>` (all validated first:
+    /// UnknownTopic/UnknownPartition and nothing is written). A redeployment
+    /// keeps the counters and sets the status to running. Returns what was stored.
+    pub async fn deploy_processor(&self, deployment: ProcessorDeployment) -> Result<ProcessorDescription, StoreError> {
+        self.run_job(|reply| Job::DeployProcessor { deployment, reply }).await
+    }
+
+    /// Deletes a processor with its counters, module, state and the committed
+    /// offsets of group `processor.<name>`, in one transaction.
+    /// UnknownProcessor if there is none of that name.
+    pub async fn delete_processor(&self, name: &str) -> Result<(), StoreError> {
+        self.run_job(|reply| Job::DeleteProcessor { name: name.to_string(), reply }).await
+    }
+
+    /// Applies a batch commit in one transaction, all or nothing: the offsets
+    /// of group `processor.<name>` (visible to [`Store::committed_offsets`]
+    /// once this returns), the state writes and the counters. Fails, writing
+    /// nothing, with UnknownProcessor, InvalidRequest (a topic that is not an
+    /// input) or UnknownTopic/UnknownPartition. Membership is not checked here.
+    pub async fn commit_processor_batch(&self, commit: ProcessorCommit) -> Result<(), StoreError> {
+        self.run_job(|reply| Job::CommitProcessorBatch { commit, reply }).await
+    }
+
+    /// Durably sets the status and reason of a processor's `version`. Returns
+    /// false, writing nothing, if `version` is not the current one;
+    /// UnknownProcessor if there is no processor of that name.
+    pub async fn set_processor_status(
+        &self,
+        name: &str,
+        version: u32,
+        status: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.run_job(|reply| Job::SetProcessorStatus {
+            name: name.to_string(),
+            version,
+            status: status.to_string(),
+            reason: reason.to_string(),
+            reply,
+        })
+        .await
+    }
+
+    /// Every deployed processor as committed, with its counters, sorted by name.
+    pub fn processors(&self) -> Vec<ProcessorDescription> {
+        self.processors.read().expect("processors lock poisoned").values().cloned().collect()
+    }
+
+    /// One deployed processor as committed, with its counters; UnknownProcessor if none.
+    pub fn processor(&self, name: &str) -> Result<ProcessorDescription, StoreError> {
+        self.processors
+            .read()
+            .expect("processors lock poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownProcessor(name.to_string()))
+    }
+
+    /// The module of a processor's `version`, read in one read transaction:
+    /// UnknownProcessor if there is no such processor, ProcessorVersion if
+    /// `version` is not the current one. Blocks on disk reads (up to the
+    /// module's size).
+    pub fn processor_module(&self, name: &str, version: u32) -> Result<Bytes, StoreError> {
+        processors::read_module(&self.db, name, version)
+    }
+
+    /// Committed state of processor `name` for one input partition, in key
+    /// order, after key `after` (from the first key if `None`), read in one
+    /// read transaction: entries up to about `max_bytes` of keys and values
+    /// (at least one if any remain, at most `MAX_LIST_LEN`), and whether more
+    /// remain. UnknownProcessor if there is no such processor.
+    pub fn state_scan(
+        &self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        after: Option<&[u8]>,
+        max_bytes: usize,
+    ) -> Result<(StateEntries, bool), StoreError> {
+        processors::scan_state(&self.db, name, topic, partition, after, max_bytes)
+    }
+
     /// Reads whole batches of one partition starting with the batch that holds
     /// `offset`, adding batches while the total stays within `max_bytes` (at
     /// least one batch is returned if any exists at or after `offset`).
@@ -352,5 +464,7 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("eddy.redb")
 }
 
+#[cfg(test)]
+mod processor_tests;
 #[cfg(test)]
 mod tests;

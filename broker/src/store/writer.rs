@@ -1,5 +1,5 @@
-//! The single writer thread: group commit of appends, admin changes and
-//! retention, one redb write transaction per round.
+//! The single writer thread: group commit of appends, admin changes, retention,
+//! offset commits and processor changes, one redb write transaction per round.
 //!
 //! Invariants (checked with `debug_assert!` where cheap):
 //! * Offsets are dense: a batch appended to a partition gets base offset equal
@@ -16,19 +16,52 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use eddy_protocol::batch::{batch_info, stamp_base_offset};
+use eddy_protocol::processors::{processor_group, ProcessorDescription};
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
+use super::processors::{self, ProcessorMap};
 use super::{
     log_table_name, AllGroupOffsets, Catalog, DurabilityPolicy, Job, PartitionOffsets, PartitionState, Reply,
     StoreError, TopicConfig, TopicState, GROUP_OFFSETS, MAX_COMMIT_BYTES, META, PARTITIONS, TOPICS,
 };
 
+/// The in-memory views of committed data that the writer updates after each
+/// commit and readers use without touching redb.
+pub(crate) struct Shared {
+    pub(crate) catalog: Arc<RwLock<Arc<Catalog>>>,
+    pub(crate) offsets: Arc<RwLock<AllGroupOffsets>>,
+    pub(crate) processors: Arc<RwLock<ProcessorMap>>,
+}
+
 /// A change to the shared committed-offsets map, applied after its commit.
 enum OffsetChange {
     Set { group: String, topic: String, partition: u32, offset: u64, metadata: String },
     RemoveTopic(String),
+    RemoveGroup(String),
+}
+
+impl OffsetChange {
+    fn set(group: &str, (topic, partition, offset, metadata): (String, u32, u64, String)) -> Self {
+        OffsetChange::Set { group: group.to_string(), topic, partition, offset, metadata }
+    }
+}
+
+/// Processors changed by the round so far (`None`: deleted), ahead of the
+/// shared map until the round commits.
+type ProcessorChanges = BTreeMap<String, Option<ProcessorDescription>>;
+
+/// A processor as of this point of the round.
+fn current_processor(
+    changes: &ProcessorChanges,
+    shared: &RwLock<ProcessorMap>,
+    name: &str,
+) -> Option<ProcessorDescription> {
+    match changes.get(name) {
+        Some(changed) => changed.clone(),
+        None => shared.read().expect("processors lock poisoned").get(name).cloned(),
+    }
 }
 
 /// Reads every committed group offset.
@@ -76,6 +109,7 @@ impl WriterState {
             let part_table = txn.open_table(PARTITIONS)?;
             let meta = txn.open_table(META)?;
             txn.open_table(GROUP_OFFSETS)?;
+            processors::create_tables(&txn)?;
             next_topic_id = meta.get("next_topic_id")?.map(|v| v.value()).unwrap_or(1);
             for entry in topic_table.iter()? {
                 let (name, json) = entry?;
@@ -94,6 +128,19 @@ impl WriterState {
         }
         txn.commit()?;
         Ok(Self { topics, next_topic_id, poisoned: None })
+    }
+
+    /// Ok if `topic` exists and has `partition`, as of this point of the round.
+    pub(crate) fn check_partition(&self, topic: &str, partition: u32) -> Result<(), StoreError> {
+        let t = self.topics.get(topic).ok_or_else(|| StoreError::UnknownTopic(topic.to_string()))?;
+        if partition >= t.config.partitions {
+            return Err(StoreError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                count: t.config.partitions,
+            });
+        }
+        Ok(())
     }
 
     /// A catalog for this state, reusing the shared partition states of `old`
@@ -127,6 +174,8 @@ enum Pending {
     Config(Reply<TopicConfig>, Result<TopicConfig, StoreError>),
     Unit(Reply<()>, Result<(), StoreError>),
     Count(Reply<u64>, Result<u64, StoreError>),
+    Description(Reply<ProcessorDescription>, Result<ProcessorDescription, StoreError>),
+    Flag(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Pending {
@@ -136,6 +185,8 @@ impl Pending {
             Pending::Config(r, Ok(_)) => Pending::Config(r, Err(err.clone())),
             Pending::Unit(r, Ok(_)) => Pending::Unit(r, Err(err.clone())),
             Pending::Count(r, Ok(_)) => Pending::Count(r, Err(err.clone())),
+            Pending::Description(r, Ok(_)) => Pending::Description(r, Err(err.clone())),
+            Pending::Flag(r, Ok(_)) => Pending::Flag(r, Err(err.clone())),
             other => other,
         }
     }
@@ -147,6 +198,8 @@ impl Pending {
             Pending::Config(r, v) => r.send(v).map_err(drop),
             Pending::Unit(r, v) => r.send(v).map_err(drop),
             Pending::Count(r, v) => r.send(v).map_err(drop),
+            Pending::Description(r, v) => r.send(v).map_err(drop),
+            Pending::Flag(r, v) => r.send(v).map_err(drop),
         };
     }
 }
@@ -154,6 +207,8 @@ impl Pending {
 fn job_bytes(job: &Job) -> usize {
     match job {
         Job::Append { batch, .. } => batch.len(),
+        Job::DeployProcessor { deployment, .. } => processors::deployment_bytes(deployment),
+        Job::CommitProcessorBatch { commit, .. } => processors::commit_bytes(commit),
         _ => 0,
     }
 }
@@ -162,8 +217,7 @@ fn job_bytes(job: &Job) -> usize {
 pub(crate) fn run(
     db: Arc<Database>,
     mut state: WriterState,
-    catalog: Arc<RwLock<Arc<Catalog>>>,
-    offsets: Arc<RwLock<AllGroupOffsets>>,
+    shared: Shared,
     mut rx: mpsc::Receiver<Job>,
     durability: DurabilityPolicy,
 ) {
@@ -216,7 +270,7 @@ pub(crate) fn run(
             DurabilityPolicy::EveryCommit => true,
             DurabilityPolicy::Interval(every) => last_sync.elapsed() >= every,
         };
-        let stop = round(&db, &mut state, &catalog, &offsets, jobs, immediate);
+        let stop = round(&db, &mut state, &shared, jobs, immediate);
         if immediate {
             last_sync = Instant::now();
             unsynced = false;
@@ -247,6 +301,9 @@ fn refuse(job: Job, err: StoreError) {
         Job::DeleteTopic { reply, .. } | Job::Stop { reply } | Job::CommitOffsets { reply, .. } => {
             drop(reply.send(Err(err)))
         }
+        Job::DeleteProcessor { reply, .. } | Job::CommitProcessorBatch { reply, .. } => drop(reply.send(Err(err))),
+        Job::DeployProcessor { reply, .. } => drop(reply.send(Err(err))),
+        Job::SetProcessorStatus { reply, .. } => drop(reply.send(Err(err))),
     }
 }
 
@@ -261,15 +318,10 @@ fn sync_now(db: &Database) -> Result<(), StoreError> {
 type LogTables<'t> = HashMap<(u64, u32), Table<'t, u64, &'static [u8]>>;
 
 /// Applies one round of jobs in one transaction. Returns whether a Stop job was seen.
-fn round(
-    db: &Database,
-    state: &mut WriterState,
-    catalog: &RwLock<Arc<Catalog>>,
-    offsets: &RwLock<AllGroupOffsets>,
-    jobs: Vec<Job>,
-    immediate: bool,
-) -> bool {
+fn round(db: &Database, state: &mut WriterState, shared: &Shared, jobs: Vec<Job>, immediate: bool) -> bool {
+    let (catalog, offsets) = (&*shared.catalog, &*shared.offsets);
     let mut offset_changes: Vec<OffsetChange> = Vec::new();
+    let mut processor_changes = ProcessorChanges::new();
     if let Some(reason) = state.poisoned.clone() {
         match WriterState::load(db) {
             Ok(reloaded) => {
@@ -340,6 +392,10 @@ fn round(
                         tables.clear();
                         let r = delete_topic(&txn, state, &name).and_then(|()| {
                             delete_topic_offsets(&txn, offsets, &name)?;
+                            let mut names: BTreeSet<String> =
+                                shared.processors.read().expect("processors lock poisoned").keys().cloned().collect();
+                            names.extend(processor_changes.keys().cloned());
+                            processors::delete_topic_state(&txn, &names, &name)?;
                             offset_changes.push(OffsetChange::RemoveTopic(name.clone()));
                             Ok(())
                         });
@@ -374,13 +430,68 @@ fn round(
                         let r = commit_offsets(&txn, state, &group, &entries);
                         let fatal = matches!(r, Err(StoreError::Storage(_)));
                         if r.is_ok() {
-                            offset_changes.extend(entries.into_iter().map(|(topic, partition, offset, metadata)| {
-                                OffsetChange::Set { group: group.clone(), topic, partition, offset, metadata }
-                            }));
+                            offset_changes.extend(entries.into_iter().map(|e| OffsetChange::set(&group, e)));
                         }
                         pending.push(Pending::Unit(reply, r));
                         if fatal {
                             return Err(StoreError::Storage("offset commit failed".into()));
+                        }
+                    }
+                    Job::DeployProcessor { deployment, reply } => {
+                        let name = deployment.description.name.clone();
+                        let current = current_processor(&processor_changes, &shared.processors, &name);
+                        let r = processors::deploy(&txn, state, current.as_ref(), deployment).map(|(d, written)| {
+                            let group = processor_group(&name);
+                            offset_changes.extend(written.into_iter().map(|e| OffsetChange::set(&group, e)));
+                            processor_changes.insert(name, Some(d.clone()));
+                            d
+                        });
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Description(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("processor deployment failed".into()));
+                        }
+                    }
+                    Job::DeleteProcessor { name, reply } => {
+                        let current = current_processor(&processor_changes, &shared.processors, &name);
+                        let r = processors::delete(&txn, current.as_ref(), &name).map(|()| {
+                            offset_changes.push(OffsetChange::RemoveGroup(processor_group(&name)));
+                            processor_changes.insert(name, None);
+                        });
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Unit(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("processor deletion failed".into()));
+                        }
+                    }
+                    Job::CommitProcessorBatch { commit, reply } => {
+                        let current = current_processor(&processor_changes, &shared.processors, &commit.name);
+                        let r = processors::commit_batch(&txn, state, current.as_ref(), &commit).map(|d| {
+                            let group = processor_group(&commit.name);
+                            offset_changes.extend(commit.offsets.into_iter().map(|e| OffsetChange::set(&group, e)));
+                            processor_changes.insert(commit.name, Some(d));
+                        });
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Unit(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("processor batch commit failed".into()));
+                        }
+                    }
+                    Job::SetProcessorStatus { name, version, status, reason, reply } => {
+                        let current = current_processor(&processor_changes, &shared.processors, &name);
+                        let r = processors::set_status(&txn, current.as_ref(), &name, version, &status, &reason).map(
+                            |updated| match updated {
+                                Some(d) => {
+                                    processor_changes.insert(name, Some(d));
+                                    true
+                                }
+                                None => false,
+                            },
+                        );
+                        let fatal = matches!(r, Err(StoreError::Storage(_)));
+                        pending.push(Pending::Flag(reply, r));
+                        if fatal {
+                            return Err(StoreError::Storage("processor status change failed".into()));
                         }
                     }
                     Job::Stop { reply } => stop_reply = Some(reply),
@@ -424,7 +535,19 @@ fn round(
                             }
                             shared.retain(|_, g| !g.is_empty());
                         }
+                        OffsetChange::RemoveGroup(group) => {
+                            shared.remove(&group);
+                        }
                     }
+                }
+            }
+            if !processor_changes.is_empty() {
+                let mut map = shared.processors.write().expect("processors lock poisoned");
+                for (name, change) in processor_changes {
+                    match change {
+                        Some(d) => map.insert(name, d),
+                        None => map.remove(&name),
+                    };
                 }
             }
             for p in pending {
@@ -633,21 +756,15 @@ fn retention(
     Ok(deleted)
 }
 
-fn commit_offsets(
+/// Validates every entry (topic and partition exist), then writes them all.
+pub(crate) fn commit_offsets(
     txn: &WriteTransaction,
     state: &WriterState,
     group: &str,
     entries: &[(String, u32, u64, String)],
 ) -> Result<(), StoreError> {
     for (topic, partition, _, _) in entries {
-        let t = state.topics.get(topic).ok_or_else(|| StoreError::UnknownTopic(topic.clone()))?;
-        if *partition >= t.config.partitions {
-            return Err(StoreError::UnknownPartition {
-                topic: topic.clone(),
-                partition: *partition,
-                count: t.config.partitions,
-            });
-        }
+        state.check_partition(topic, *partition)?;
     }
     let mut table = txn.open_table(GROUP_OFFSETS)?;
     for (topic, partition, offset, metadata) in entries {
