@@ -18,7 +18,7 @@
 //! Any other failure ends the member; the worker starts a fresh one, which
 //! resumes from the committed offsets and state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,10 @@ use crate::module::Module;
 /// Keys and values handed to the module per call (the measured sweet spot is
 /// around 100 KiB, see runtime/benches/boundary.rs).
 pub(crate) const CALL_BYTES: usize = 128 * 1024;
+
+/// Keys and values processed, produced and committed as one batch (at
+/// least one record): bounds the memory and the work a failure repeats.
+pub(crate) const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long one `poll` waits for records before checking for a stop.
 const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -110,14 +114,20 @@ pub(crate) async fn run(ctx: MemberContext, mut stop: watch::Receiver<bool>) -> 
         Err(e) => return MemberExit::Failed(e),
     };
     let exit = loop {
-        let records = tokio::select! {
-            _ = stop.changed() => break MemberExit::Stopped,
-            r = member.consumer.poll(POLL_WAIT) => r,
-        };
-        let result = match records {
-            Ok(records) => member.handle(records).await,
-            Err(e) => Err(WorkerError::Client(e)),
-        };
+        // Poll only when the backlog is empty, so that everything handed out
+        // before a rebalance has been committed (or given up) by then.
+        if member.backlog.is_empty() {
+            let records = tokio::select! {
+                _ = stop.changed() => break MemberExit::Stopped,
+                r = member.consumer.poll(POLL_WAIT) => r,
+            };
+            match records {
+                Ok(records) => member.after_poll(records),
+                Err(e) => break MemberExit::Failed(WorkerError::Client(e)),
+            }
+        }
+        let batch = member.next_batch();
+        let result = if batch.is_empty() { Ok(None) } else { member.handle(batch).await };
         match result {
             Ok(None) => {}
             Ok(Some(halt)) => break halt,
@@ -139,6 +149,10 @@ struct Member {
     logs: LogForwarder,
     parts: HashMap<(String, u32), Partition>,
     dead_letters: String,
+    /// Records polled but not processed yet, in poll order.
+    backlog: VecDeque<ConsumerRecord>,
+    /// The group generation the instances belong to.
+    generation: u32,
 }
 
 impl Member {
@@ -156,7 +170,17 @@ impl Member {
         let logs = LogForwarder::spawn(producer.clone(), processor_logs_topic(&name), name, ctx.desc.version);
         let dead_letters = dead_letter_topic(&ctx.desc.output);
         let processors = Processors::new(ctx.client.clone());
-        Ok(Member { ctx, consumer, producer, processors, logs, parts: HashMap::new(), dead_letters })
+        Ok(Member {
+            ctx,
+            consumer,
+            producer,
+            processors,
+            logs,
+            parts: HashMap::new(),
+            dead_letters,
+            backlog: VecDeque::new(),
+            generation: 0,
+        })
     }
 
     /// Leaves the group and flushes what is queued (logs).
@@ -168,14 +192,34 @@ impl Member {
     }
 
     /// Processes one poll's records. `Some` ends the member (the processor stopped).
-    async fn handle(&mut self, records: Vec<ConsumerRecord>) -> Result<Option<MemberExit>, WorkerError> {
-        // Forget partitions this member no longer owns: another member may
-        // change their state, so it is read again if they come back.
-        let owned: std::collections::HashSet<(String, u32)> = self.consumer.assignment().into_iter().collect();
-        self.parts.retain(|tp, _| owned.contains(tp));
-        if records.is_empty() {
-            return Ok(None);
+    /// Takes a poll's records. After a rebalance every instance is dropped:
+    /// another member may have changed a partition's state in between, so it
+    /// is read again.
+    fn after_poll(&mut self, records: Vec<ConsumerRecord>) {
+        if self.consumer.generation() != self.generation {
+            self.parts.clear();
+            self.generation = self.consumer.generation();
         }
+        self.backlog.extend(records);
+    }
+
+    /// The next records to process: up to [`BATCH_BYTES`] of keys and values
+    /// (at least one record) from the backlog.
+    fn next_batch(&mut self) -> Vec<ConsumerRecord> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(r) = self.backlog.front() {
+            let size = r.key.as_ref().map_or(0, |k| k.len()) + r.value.len();
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            batch.extend(self.backlog.pop_front());
+        }
+        batch
+    }
+
+    async fn handle(&mut self, records: Vec<ConsumerRecord>) -> Result<Option<MemberExit>, WorkerError> {
         let generation = self.consumer.generation();
         let member_id = self.consumer.member_id().to_string();
 
@@ -324,14 +368,31 @@ impl Member {
                 // nothing is skipped if they stay with this member.
                 tracing::info!(processor = %name, error = %e, "commit refused by the group; rewinding the batch");
                 drop(parts);
-                for b in &batches {
-                    if let Some(first) = b.records.first() {
-                        let _ = self.consumer.seek(&b.topic, b.partition, first.offset).await;
-                    }
-                }
+                self.rewind(batches.iter().flat_map(|b| b.records.first())).await;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives up the backlog and seeks every partition with records in it or
+    /// in `firsts` (the first records of a batch that was not committed) back
+    /// to its first uncommitted record; the instances of those partitions are
+    /// dropped with their state.
+    async fn rewind<'a>(&mut self, firsts: impl Iterator<Item = &'a ConsumerRecord>) {
+        let mut starts: HashMap<(String, u32), u64> = HashMap::new();
+        for r in firsts {
+            starts.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+        }
+        for r in &self.backlog {
+            starts.entry((r.topic.clone(), r.partition)).or_insert(r.offset);
+        }
+        self.backlog.clear();
+        for ((topic, partition), offset) in starts {
+            self.parts.remove(&(topic.clone(), partition));
+            // Fails for partitions no longer owned; the next poll rejoins and
+            // starts them at the committed offsets.
+            let _ = self.consumer.seek(&topic, partition, offset).await;
         }
     }
 
