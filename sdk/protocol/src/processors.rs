@@ -175,7 +175,8 @@ wire_struct! {
         pub dead_lettered: u64,
         /// Committed batches.
         pub batches: u64,
-        /// Time spent inside the module for those records, in nanoseconds.
+        /// CPU time the worker threads spent running the module for those records (input
+        /// conversion, calls, outputs), in nanoseconds.
         pub wasm_nanos: u64,
     }
 }
