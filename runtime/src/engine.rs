@@ -41,7 +41,8 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime. `cache_dir`, if given, holds compiled modules (created if
+    /// A runtime. With `EDDY_WASM_PERFMAP` set in the environment, compiled
+    /// functions are listed in /tmp/perf-<pid>.map for `perf`. `cache_dir`, if given, holds compiled modules (created if
     /// missing; a corrupt or outdated entry is recompiled and replaced). It must
     /// be private to this runtime: loading a compiled module trusts its
     /// contents, which are checked against a SHA-256 trailer before use.
@@ -55,6 +56,10 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(true);
+        if std::env::var_os("EDDY_WASM_PERFMAP").is_some() {
+            // For `perf`: names compiled Wasm functions in /tmp/perf-<pid>.map.
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::CacheDir { path: dir.clone(), source })?;

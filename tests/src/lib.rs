@@ -64,6 +64,34 @@ pub fn eddy(args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output>
     Ok(out)
 }
 
+/// The end of a bounded wait: tests poll until a condition holds and fail
+/// with a description of what they waited for once the deadline has passed.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    /// A deadline `limit` from now.
+    pub fn after(limit: Duration) -> Self {
+        Self { at: Instant::now() + limit, limit }
+    }
+
+    /// Whether the deadline has passed.
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// Fails with "timed out after LIMIT waiting for WHAT" once the deadline has passed.
+    pub fn check(&self, what: impl FnOnce() -> String) -> anyhow::Result<()> {
+        if self.passed() {
+            bail!("timed out after {:?} waiting for {}", self.limit, what());
+        }
+        Ok(())
+    }
+}
+
 /// A broker process owned by a test. Killed when dropped.
 pub struct BrokerProcess {
     child: Option<Child>,
@@ -205,6 +233,34 @@ impl BrokerProcess {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--broker", &addr, "--ca", ca.to_str().expect("UTF-8 temp path")]);
         eddy(&all, stdin)
+    }
+
+    /// Runs the `eddy` CLI against this broker with no input and returns its
+    /// stdout; fails with its stderr if it exits non-zero.
+    pub fn cli_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cli(args, b"")?;
+        if !out.status.success() {
+            bail!("`eddy {}` failed with {}: {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Starts a standalone processor worker (`eddy runtime`) against this
+    /// broker, with worker id `worker_id`, members' session timeout
+    /// `session_timeout_ms` and its own module cache in the data directory.
+    pub fn spawn_runtime(&self, worker_id: &str, session_timeout_ms: u64) -> anyhow::Result<CliProcess> {
+        let cache = self.dir.join(format!("wasm-cache-{worker_id}"));
+        let timeout = session_timeout_ms.to_string();
+        let cache = cache.to_str().context("UTF-8 temp path")?;
+        self.spawn_cli(&["runtime", "--worker-id", worker_id, "--session-timeout-ms", &timeout, "--cache-dir", cache])
+    }
+
+    /// The broker's exit status if it has exited (None while it runs).
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("broker was already killed or reaped"),
+        }
     }
 
     /// Starts a long-running `eddy` CLI process against this broker (e.g.

@@ -80,8 +80,7 @@ pub async fn run(b: ProcessorBench) -> anyhow::Result<()> {
     let started = Instant::now();
     processors.deploy(&deploy_request(&name, &input, &output, b.parallelism, wasm.clone())).await?;
     let bar = (!b.json).then(|| super::bench::progress(b.records, "outputs"));
-    let first =
-        wait_for_outputs(&admin, &output, b.partitions, b.records, started, timeout, bar.as_ref()).await?;
+    let first = wait_for_outputs(&admin, &output, b.partitions, b.records, started, timeout, bar.as_ref()).await?;
     let total = started.elapsed();
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -7,6 +7,7 @@ mod cli;
 mod durability;
 mod groups;
 mod processor_cli;
+mod processors;
 mod roundtrip;
 
 use std::collections::BTreeMap;

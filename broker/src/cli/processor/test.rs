@@ -14,18 +14,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use eddy_runtime::{InputRecord, Instance, LogLevel, ProcessorLimits, Runtime, StateView};
 use serde_json::json;
 
-use super::consume::bytes_json;
-
-/// Processor commands.
-#[derive(Debug, Subcommand)]
-pub enum ProcessorCommand {
-    /// Run a module locally on stdin records (one per line, or JSON lines with key/value/headers).
-    Test(TestArgs),
-}
+use super::parse_param;
+use crate::cli::consume::bytes_json;
 
 /// Options of `eddy processor test`.
 #[derive(Debug, Args)]
@@ -45,10 +39,6 @@ pub struct TestArgs {
     /// Records per call into the module.
     #[arg(long, default_value_t = 100)]
     batch: usize,
-}
-
-fn parse_param(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("'{s}' is not key=value"))
 }
 
 /// The run's state: committed after every batch, like the worker does.
@@ -87,11 +77,9 @@ fn parse_line(line: &str) -> Line {
     Line { key: None, value: line.as_bytes().to_vec(), headers: Vec::new() }
 }
 
-/// Runs a processor subcommand.
-pub async fn run(cmd: ProcessorCommand) -> anyhow::Result<()> {
-    match cmd {
-        ProcessorCommand::Test(args) => tokio::task::spawn_blocking(move || test(args)).await.context("test task")?,
-    }
+/// Runs `eddy processor test` (on a blocking thread: the module runs synchronously).
+pub async fn run(args: TestArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || test(args)).await.context("test task")?
 }
 
 fn test(args: TestArgs) -> anyhow::Result<()> {
