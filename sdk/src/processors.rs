@@ -63,19 +63,13 @@ impl Processors {
         Ok(self.client.request_with_timeout(&req, DEPLOY_TIMEOUT).await?.wasm)
     }
 
-    /// The whole committed state of one processor and input partition.
-    pub async fn load_state(
-        &self,
-        name: &str,
-        topic: &str,
-        partition: u32,
-    ) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
+    /// The whole committed state of one processor and input partition number.
+    pub async fn load_state(&self, name: &str, partition: u32) -> Result<Vec<(Bytes, Bytes)>, ClientError> {
         let mut entries = Vec::new();
         let mut after = None;
         loop {
             let req = StateScanRequest {
                 name: name.to_string(),
-                topic: topic.to_string(),
                 partition,
                 after: after.clone(),
                 max_bytes: STATE_SCAN_BYTES,

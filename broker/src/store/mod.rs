@@ -380,12 +380,11 @@ impl Store {
     pub fn state_scan(
         &self,
         name: &str,
-        topic: &str,
         partition: u32,
         after: Option<&[u8]>,
         max_bytes: usize,
     ) -> Result<(StateEntries, bool), StoreError> {
-        processors::scan_state(&self.db, name, topic, partition, after, max_bytes)
+        processors::scan_state(&self.db, name, partition, after, max_bytes)
     }
 
     /// Reads whole batches of one partition starting with the batch that holds

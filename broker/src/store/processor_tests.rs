@@ -69,7 +69,7 @@ fn del(key: &str) -> StateEntry {
 }
 
 fn writes(partition: u32, entries: Vec<StateEntry>) -> PartitionStateWrites {
-    PartitionStateWrites { topic: "in".into(), partition, writes: entries }
+    PartitionStateWrites { partition, writes: entries }
 }
 
 fn stats(records_in: u64, batches: u64) -> ProcessorStats {
@@ -86,7 +86,7 @@ fn commit(name: &str, offsets: &[(u32, u64)], state: Vec<PartitionStateWrites>, 
 }
 
 fn state_of(store: &Store, name: &str, partition: u32) -> Vec<(String, String)> {
-    let (entries, more) = store.state_scan(name, "in", partition, None, usize::MAX).unwrap();
+    let (entries, more) = store.state_scan(name, partition, None, usize::MAX).unwrap();
     assert!(!more);
     entries
         .into_iter()
@@ -190,7 +190,7 @@ async fn delete_removes_everything_of_that_processor_only() {
         assert!(matches!(store.delete_processor("p").await, Err(StoreError::UnknownProcessor(_))));
         assert!(matches!(store.processor("p"), Err(StoreError::UnknownProcessor(_))));
         assert!(matches!(store.processor_module("p", 1), Err(StoreError::UnknownProcessor(_))));
-        assert!(matches!(store.state_scan("p", "in", 0, None, 100), Err(StoreError::UnknownProcessor(_))));
+        assert!(matches!(store.state_scan("p", 0, None, 100), Err(StoreError::UnknownProcessor(_))));
         assert!(store.committed_offsets("processor.p").is_empty());
         assert!(!store.groups_with_offsets().contains(&"processor.p".to_string()));
         let after = row_counts(&store);
@@ -304,7 +304,7 @@ async fn state_scan_pages_in_key_order_within_one_partition() {
     let mut after: Option<Bytes> = None;
     let mut pages = 0;
     loop {
-        let (page, more) = store.state_scan("p", "in", 0, after.as_deref(), 1_000).unwrap();
+        let (page, more) = store.state_scan("p", 0, after.as_deref(), 1_000).unwrap();
         assert!(!page.is_empty());
         assert!(page.len() <= 10);
         pages += 1;
@@ -317,15 +317,14 @@ async fn state_scan_pages_in_key_order_within_one_partition() {
     assert_eq!(pages, 10);
     assert_eq!(seen, (0..100).map(|i| format!("key{i:03}")).collect::<Vec<_>>());
     // At least one entry even when it is over max_bytes.
-    let (one, more) = store.state_scan("p", "in", 0, None, 1).unwrap();
+    let (one, more) = store.state_scan("p", 0, None, 1).unwrap();
     assert_eq!((one.len(), more), (1, true));
     // Nothing after the last key; other partitions and processors stay apart.
-    let (none, more) = store.state_scan("p", "in", 0, Some(b"key099"), 1_000).unwrap();
+    let (none, more) = store.state_scan("p", 0, Some(b"key099"), 1_000).unwrap();
     assert!(none.is_empty() && !more);
     assert_eq!(state_of(&store, "p", 1).len(), 2);
     assert!(state_of(&store, "p", 5).is_empty());
     assert_eq!(state_of(&store, "q", 0), [("key".into(), "q".into())]);
-    assert!(store.state_scan("p", "nope", 0, None, 100).unwrap().0.is_empty());
     store.close().await;
 }
 
@@ -353,7 +352,7 @@ async fn status_changes_apply_to_the_current_version_only() {
 }
 
 #[tokio::test]
-async fn deleting_an_input_topic_deletes_the_state_kept_for_it() {
+async fn inputs_share_the_state_of_a_partition_number() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     setup(&store).await;
@@ -361,16 +360,14 @@ async fn deleting_an_input_topic_deletes_the_state_kept_for_it() {
     let mut d = deployment("p", wasm(10, 0), &[]);
     d.description.inputs.push("in2".into());
     store.deploy_processor(d).await.unwrap();
-    let state = vec![
-        writes(0, vec![put("a", "1")]),
-        PartitionStateWrites { topic: "in2".into(), partition: 0, writes: vec![put("b", "2")] },
-    ];
-    store.commit_processor_batch(commit("p", &[(0, 1)], state, stats(1, 1))).await.unwrap();
-    store.delete_topic("in").await.unwrap();
-    store.create_topic(topic("in", 2)).await.unwrap();
-    assert!(state_of(&store, "p", 0).is_empty(), "a recreated topic starts without state");
-    let (kept, _) = store.state_scan("p", "in2", 0, None, usize::MAX).unwrap();
-    assert_eq!(kept, [(Bytes::from_static(b"b"), Bytes::from_static(b"2"))]);
-    assert!(store.committed_offsets("processor.p").is_empty());
+    let mut c = commit("p", &[(0, 1)], vec![writes(0, vec![put("a", "1")])], stats(1, 1));
+    c.offsets.push(("in2".into(), 0, 4, String::new()));
+    store.commit_processor_batch(c).await.unwrap();
+    store.commit_processor_batch(commit("p", &[], vec![writes(0, vec![put("b", "2")])], stats(0, 1))).await.unwrap();
+    assert_eq!(state_of(&store, "p", 0), [("a".into(), "1".into()), ("b".into(), "2".into())]);
+    // A partition number no input has is refused, and nothing is written.
+    let bad = commit("p", &[], vec![writes(9, vec![put("c", "3")])], stats(0, 1));
+    assert!(matches!(store.commit_processor_batch(bad).await, Err(StoreError::UnknownPartition { .. })));
+    assert!(state_of(&store, "p", 9).is_empty());
     store.close().await;
 }

@@ -9,7 +9,8 @@
 //!   by every batch commit in the transaction of the offsets it counts.
 //! * `processor_modules`: (name, version, chunk) -> up to
 //!   [`MODULE_CHUNK_BYTES`] of the current version's module.
-//! * `processor_state`: (name, topic, partition, key) -> value.
+//! * `processor_state`: (name, input partition number, key) -> value (shared
+//!   by the processor's co-partitioned inputs).
 //!
 //! Every writer function here validates everything before it writes anything,
 //! so a job that fails leaves the round's transaction as it found it.
@@ -36,9 +37,8 @@ pub(crate) const PROCESSOR_STATS: TableDefinition<&str, (u64, u64, u64, u64, u64
 /// (processor name, version, chunk index) -> module bytes.
 pub(crate) const PROCESSOR_MODULES: TableDefinition<(&str, u32, u32), &[u8]> =
     TableDefinition::new("processor_modules");
-/// (processor name, input topic, input partition, key) -> value.
-pub(crate) const PROCESSOR_STATE: TableDefinition<(&str, &str, u32, &[u8]), &[u8]> =
-    TableDefinition::new("processor_state");
+/// (processor name, input partition number, key) -> value.
+pub(crate) const PROCESSOR_STATE: TableDefinition<(&str, u32, &[u8]), &[u8]> = TableDefinition::new("processor_state");
 
 /// Largest piece of a module stored in one row (redb values stay small).
 pub const MODULE_CHUNK_BYTES: usize = 56 * 1024;
@@ -219,29 +219,11 @@ pub(crate) fn delete(
     txn.open_table(PROCESSORS)?.remove(name)?;
     txn.open_table(PROCESSOR_STATS)?.remove(name)?;
     delete_module_chunks(txn, name)?;
-    txn.open_table(PROCESSOR_STATE)?
-        .retain_in((name, "", 0u32, &[][..])..(next.as_str(), "", 0u32, &[][..]), |_, _| false)?;
+    txn.open_table(PROCESSOR_STATE)?.retain_in((name, 0u32, &[][..])..(next.as_str(), 0u32, &[][..]), |_, _| false)?;
     let group = processor_group(name);
     let next_group = next_str(&group);
     txn.open_table(GROUP_OFFSETS)?
         .retain_in((group.as_str(), "", 0u32)..(next_group.as_str(), "", 0u32), |_, _| false)?;
-    Ok(())
-}
-
-/// Deletes the state every processor in `names` keeps for the partitions of
-/// `topic` (the topic is being deleted: a topic recreated under that name
-/// must not see it).
-pub(crate) fn delete_topic_state<'n>(
-    txn: &WriteTransaction,
-    names: impl IntoIterator<Item = &'n String>,
-    topic: &str,
-) -> Result<(), StoreError> {
-    let next = next_str(topic);
-    let mut table = txn.open_table(PROCESSOR_STATE)?;
-    for name in names {
-        let name = name.as_str();
-        table.retain_in((name, topic, 0u32, &[][..])..(name, next.as_str(), 0u32, &[][..]), |_, _| false)?;
-    }
     Ok(())
 }
 
@@ -267,10 +249,20 @@ pub(crate) fn commit_batch(
         state.check_partition(topic, *partition)?;
     }
     for p in &commit.state {
-        if !current.inputs.contains(&p.topic) {
-            return Err(not_input(&p.topic));
+        // Shared by the inputs: some input must have that partition.
+        let mut missing = None;
+        let found = current.inputs.iter().any(|topic| match state.check_partition(topic, p.partition) {
+            Ok(()) => true,
+            Err(e) => {
+                missing.get_or_insert(e);
+                false
+            }
+        });
+        if !found {
+            return Err(
+                missing.unwrap_or_else(|| StoreError::InvalidRequest(format!("processor {name} has no inputs")))
+            );
         }
-        state.check_partition(&p.topic, p.partition)?;
     }
     // Everything is valid: write.
     commit_offsets(txn, state, &processor_group(name), &commit.offsets)?;
@@ -278,7 +270,7 @@ pub(crate) fn commit_batch(
         let mut table = txn.open_table(PROCESSOR_STATE)?;
         for p in &commit.state {
             for w in &p.writes {
-                let key = (name.as_str(), p.topic.as_str(), p.partition, w.key.as_ref());
+                let key = (name.as_str(), p.partition, w.key.as_ref());
                 match &w.value {
                     Some(value) => {
                         table.insert(key, value.as_ref())?;
@@ -356,7 +348,6 @@ pub type StateEntries = Vec<(Bytes, Bytes)>;
 pub(crate) fn scan_state(
     db: &Database,
     name: &str,
-    topic: &str,
     partition: u32,
     after: Option<&[u8]>,
     max_bytes: usize,
@@ -367,15 +358,15 @@ pub(crate) fn scan_state(
     }
     let table = txn.open_table(PROCESSOR_STATE)?;
     let start = match after {
-        Some(key) => Bound::Excluded((name, topic, partition, key)),
-        None => Bound::Included((name, topic, partition, &[][..])),
+        Some(key) => Bound::Excluded((name, partition, key)),
+        None => Bound::Included((name, partition, &[][..])),
     };
     let mut entries = Vec::new();
     let mut bytes = 0usize;
-    for entry in table.range::<(&str, &str, u32, &[u8])>((start, Bound::Unbounded))? {
+    for entry in table.range::<(&str, u32, &[u8])>((start, Bound::Unbounded))? {
         let (key, value) = entry?;
-        let (n, t, p, k) = key.value();
-        if n != name || t != topic || p != partition {
+        let (n, p, k) = key.value();
+        if n != name || p != partition {
             return Ok((entries, false));
         }
         let v = value.value();

@@ -392,10 +392,6 @@ fn round(db: &Database, state: &mut WriterState, shared: &Shared, jobs: Vec<Job>
                         tables.clear();
                         let r = delete_topic(&txn, state, &name).and_then(|()| {
                             delete_topic_offsets(&txn, offsets, &name)?;
-                            let mut names: BTreeSet<String> =
-                                shared.processors.read().expect("processors lock poisoned").keys().cloned().collect();
-                            names.extend(processor_changes.keys().cloned());
-                            processors::delete_topic_state(&txn, &names, &name)?;
                             offset_changes.push(OffsetChange::RemoveTopic(name.clone()));
                             Ok(())
                         });

@@ -85,22 +85,28 @@ impl LogForwarder {
         }
     }
 
-    /// A [`LogSink`] for the instance of one input partition.
-    pub(crate) fn sink(&self, topic: &str, partition: u32) -> Box<dyn LogSink> {
-        Box::new(PartitionLog { forwarder: self.clone(), topic: topic.to_string(), partition })
+    /// A [`LogSink`] for the instance of one input partition number; its
+    /// messages name the topic in `topic` (set before each call).
+    pub(crate) fn sink(&self, partition: u32, topic: CurrentTopic) -> Box<dyn LogSink> {
+        Box::new(PartitionLog { forwarder: self.clone(), partition, topic })
     }
 }
 
 /// The [`LogSink`] of one instance.
 struct PartitionLog {
     forwarder: LogForwarder,
-    topic: String,
     partition: u32,
+    topic: CurrentTopic,
 }
+
+/// The input topic of the call an instance is running (an instance serves
+/// every input of its partition number).
+pub(crate) type CurrentTopic = Arc<std::sync::Mutex<String>>;
 
 impl LogSink for PartitionLog {
     fn log(&mut self, level: LogLevel, message: &str) {
-        self.forwarder.log(level, &self.topic, Some(self.partition), message.to_string());
+        let topic = self.topic.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.forwarder.log(level, &topic, Some(self.partition), message.to_string());
     }
 }
 

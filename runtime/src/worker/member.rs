@@ -29,12 +29,12 @@ use eddy_protocol::processors::{
     ProcessorDescription, ProcessorStats, StateEntry,
 };
 use eddy_sdk::{
-    Client, ClientError, ConsumerRecord, ErrorCode, GroupConfig, GroupConsumer, Header, OffsetReset, Processors,
-    Producer, ProducerConfig, ProducerRecord,
+    AssignmentStrategy, Client, ClientError, ConsumerRecord, ErrorCode, GroupConfig, GroupConsumer, Header,
+    OffsetReset, Processors, Producer, ProducerConfig, ProducerRecord,
 };
 use tokio::sync::watch;
 
-use super::logs::LogForwarder;
+use super::logs::{CurrentTopic, LogForwarder};
 use super::state::SharedState;
 use super::WorkerError;
 use crate::instance::{InputRecord, Instance, LogLevel, RecordOutcome};
@@ -73,15 +73,18 @@ pub(crate) struct MemberContext {
     pub session_timeout: Duration,
 }
 
-/// One input partition's instance and committed state.
+/// One input partition number's instance and committed state (shared by the
+/// processor's co-partitioned inputs).
 struct Partition {
     instance: Instance,
     state: SharedState,
+    /// The topic its log messages name.
+    log_topic: CurrentTopic,
 }
 
-/// The records of one input partition in one poll, and what the module made of them.
+/// The records of one input partition number (of any of the inputs, in poll
+/// order) in one batch, and what the module made of them.
 struct PartitionBatch {
-    topic: String,
     partition: u32,
     part: Partition,
     records: Vec<ConsumerRecord>,
@@ -92,7 +95,6 @@ struct PartitionBatch {
 
 /// What the module made of one partition's records, without the instance.
 struct BatchResult {
-    topic: String,
     partition: u32,
     records: Vec<ConsumerRecord>,
     outcomes: Vec<RecordOutcome>,
@@ -102,8 +104,8 @@ struct BatchResult {
 
 impl BatchResult {
     fn split(b: PartitionBatch) -> (Partition, BatchResult) {
-        let PartitionBatch { topic, partition, part, records, outcomes, state_writes, wasm_time } = b;
-        (part, BatchResult { topic, partition, records, outcomes, state_writes, wasm_time })
+        let PartitionBatch { partition, part, records, outcomes, state_writes, wasm_time } = b;
+        (part, BatchResult { partition, records, outcomes, state_writes, wasm_time })
     }
 }
 
@@ -147,7 +149,8 @@ struct Member {
     producer: Producer,
     processors: Processors,
     logs: LogForwarder,
-    parts: HashMap<(String, u32), Partition>,
+    /// Instances by input partition number.
+    parts: HashMap<u32, Partition>,
     dead_letters: String,
     /// Records polled but not processed yet, in poll order.
     backlog: VecDeque<ConsumerRecord>,
@@ -162,6 +165,9 @@ impl Member {
             .auto_commit(None)
             .offset_reset(OffsetReset::Earliest)
             .session_timeout(ctx.session_timeout)
+            // Range assignment gives partition p of every input to the same
+            // member: the inputs are co-partitioned and share p's state.
+            .strategy(AssignmentStrategy::Range)
             .client_id(ctx.client_id.clone());
         let producer_config =
             ProducerConfig { acks: Acks::All, linger: Duration::from_millis(1), ..Default::default() };
@@ -224,16 +230,15 @@ impl Member {
         let member_id = self.consumer.member_id().to_string();
 
         let mut batches = Vec::new();
-        for ((topic, partition), records) in group_by_partition(records) {
-            let part = match self.parts.remove(&(topic.clone(), partition)) {
+        for (partition, records) in group_by_partition(records) {
+            let part = match self.parts.remove(&partition) {
                 Some(p) => p,
-                None => match self.open_partition(&topic, partition).await? {
+                None => match self.open_partition(partition).await? {
                     Ok(p) => p,
                     Err(reason) => return Ok(Some(self.halt(reason).await)),
                 },
             };
             batches.push(PartitionBatch {
-                topic,
                 partition,
                 part,
                 records,
@@ -332,20 +337,19 @@ impl Member {
 
         // Offsets, state and counters in one broker transaction.
         stats.batches = 1;
-        let offsets = batches
-            .iter()
-            .map(|b| CommittedOffset {
-                topic: b.topic.clone(),
-                partition: b.partition,
-                offset: b.records.last().map_or(0, |r| r.offset + 1),
-                metadata: String::new(),
-            })
+        let mut next: HashMap<(String, u32), u64> = HashMap::new();
+        for r in batches.iter().flat_map(|b| &b.records) {
+            let offset = next.entry((r.topic.clone(), r.partition)).or_default();
+            *offset = (*offset).max(r.offset + 1);
+        }
+        let offsets = next
+            .into_iter()
+            .map(|((topic, partition), offset)| CommittedOffset { topic, partition, offset, metadata: String::new() })
             .collect();
         let state = batches
             .iter()
             .filter(|b| !b.state_writes.is_empty())
             .map(|b| PartitionStateWrites {
-                topic: b.topic.clone(),
                 partition: b.partition,
                 writes: b
                     .state_writes
@@ -359,7 +363,7 @@ impl Member {
             Ok(()) => {
                 for (b, part) in batches.into_iter().zip(parts) {
                     part.state.apply(&b.state_writes);
-                    self.parts.insert((b.topic, b.partition), part);
+                    self.parts.insert(b.partition, part);
                 }
                 Ok(None)
             }
@@ -368,7 +372,7 @@ impl Member {
                 // nothing is skipped if they stay with this member.
                 tracing::info!(processor = %name, error = %e, "commit refused by the group; rewinding the batch");
                 drop(parts);
-                self.rewind(batches.iter().flat_map(|b| b.records.first())).await;
+                self.rewind(batches.iter().flat_map(|b| &b.records)).await;
                 Ok(None)
             }
             Err(e) => Err(e.into()),
@@ -376,9 +380,9 @@ impl Member {
     }
 
     /// Gives up the backlog and seeks every partition with records in it or
-    /// in `firsts` (the first records of a batch that was not committed) back
-    /// to its first uncommitted record; the instances of those partitions are
-    /// dropped with their state.
+    /// in `firsts` (the records of a batch that was not committed, in order)
+    /// back to its first uncommitted record; the instances of those partition
+    /// numbers are dropped with their state.
     async fn rewind<'a>(&mut self, firsts: impl Iterator<Item = &'a ConsumerRecord>) {
         let mut starts: HashMap<(String, u32), u64> = HashMap::new();
         for r in firsts {
@@ -389,7 +393,7 @@ impl Member {
         }
         self.backlog.clear();
         for ((topic, partition), offset) in starts {
-            self.parts.remove(&(topic.clone(), partition));
+            self.parts.remove(&partition);
             // Fails for partitions no longer owned; the next poll rejoins and
             // starts them at the committed offsets.
             let _ = self.consumer.seek(&topic, partition, offset).await;
@@ -398,20 +402,21 @@ impl Member {
 
     /// Loads an input partition's committed state and starts its instance.
     /// The inner `Err` is a module whose `init` fails: the processor cannot run.
-    async fn open_partition(&mut self, topic: &str, partition: u32) -> Result<Result<Partition, String>, WorkerError> {
-        let entries = self.processors.load_state(&self.ctx.desc.name, topic, partition).await?;
+    async fn open_partition(&mut self, partition: u32) -> Result<Result<Partition, String>, WorkerError> {
+        let entries = self.processors.load_state(&self.ctx.desc.name, partition).await?;
         let state = SharedState::from_entries(entries);
         let module = self.ctx.module.clone();
         let limits = self.ctx.limits.clone();
         let params = self.ctx.desc.params.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
         let view = Box::new(state.clone());
-        let sink = self.logs.sink(topic, partition);
+        let log_topic = CurrentTopic::default();
+        let sink = self.logs.sink(partition, log_topic.clone());
         let instance = tokio::task::spawn_blocking(move || Instance::new(&module, limits, params, view, sink))
             .await
             .map_err(|e| WorkerError::Internal(format!("instance task failed: {e}")))?;
         match instance {
-            Ok(instance) => Ok(Ok(Partition { instance, state })),
-            Err(e) => Ok(Err(format!("cannot start an instance for {topic}/{partition}: {e}"))),
+            Ok(instance) => Ok(Ok(Partition { instance, state, log_topic })),
+            Err(e) => Ok(Err(format!("cannot start an instance for input partition {partition}: {e}"))),
         }
     }
 
@@ -440,13 +445,13 @@ fn is_fenced(e: &ClientError) -> bool {
     )
 }
 
-/// Splits a poll's records by partition, keeping offset order in each.
-fn group_by_partition(records: Vec<ConsumerRecord>) -> Vec<((String, u32), Vec<ConsumerRecord>)> {
-    let mut out: Vec<((String, u32), Vec<ConsumerRecord>)> = Vec::new();
+/// Splits records by input partition number, keeping their order in each.
+fn group_by_partition(records: Vec<ConsumerRecord>) -> Vec<(u32, Vec<ConsumerRecord>)> {
+    let mut out: Vec<(u32, Vec<ConsumerRecord>)> = Vec::new();
     for r in records {
-        match out.iter_mut().find(|(tp, _)| tp.0 == r.topic && tp.1 == r.partition) {
+        match out.iter_mut().find(|(p, _)| *p == r.partition) {
             Some((_, v)) => v.push(r),
-            None => out.push(((r.topic.clone(), r.partition), vec![r])),
+            None => out.push((r.partition, vec![r])),
         }
     }
     out
@@ -458,9 +463,11 @@ fn process_partition(b: &mut PartitionBatch) {
     let started = thread_cpu_time();
     let mut start = 0;
     while start < b.records.len() {
+        // One call: records of one topic, about CALL_BYTES of them.
+        let topic = b.records[start].topic.clone();
         let mut bytes = 0;
         let mut end = start;
-        while end < b.records.len() && (end == start || bytes < CALL_BYTES) {
+        while end < b.records.len() && (end == start || (bytes < CALL_BYTES && b.records[end].topic == topic)) {
             let r = &b.records[end];
             bytes += r.key.as_ref().map_or(0, |k| k.len()) + r.value.len();
             end += 1;
@@ -479,7 +486,8 @@ fn process_partition(b: &mut PartitionBatch) {
                 headers: h,
             })
             .collect();
-        let outcomes = b.part.instance.process(&b.topic, b.partition, &inputs);
+        topic.clone_into(&mut b.part.log_topic.lock().unwrap_or_else(|e| e.into_inner()));
+        let outcomes = b.part.instance.process(&topic, b.partition, &inputs);
         b.outcomes.extend(outcomes);
         start = end;
     }
@@ -537,15 +545,18 @@ mod tests {
     }
 
     #[test]
-    fn records_are_grouped_by_partition_in_offset_order() {
+    fn records_are_grouped_by_partition_number_in_poll_order() {
         let records =
             vec![record("a", 0, 5), record("a", 1, 7), record("b", 0, 1), record("a", 0, 6), record("a", 1, 8)];
         let groups = group_by_partition(records);
-        let shape: Vec<((String, u32), Vec<u64>)> =
-            groups.into_iter().map(|(tp, rs)| (tp, rs.iter().map(|r| r.offset).collect())).collect();
+        let shape: Vec<(u32, Vec<(String, u64)>)> =
+            groups.into_iter().map(|(p, rs)| (p, rs.iter().map(|r| (r.topic.clone(), r.offset)).collect())).collect();
         assert_eq!(
             shape,
-            vec![(("a".into(), 0), vec![5, 6]), (("a".into(), 1), vec![7, 8]), (("b".into(), 0), vec![1])]
+            vec![
+                (0, vec![("a".into(), 5), ("b".into(), 1), ("a".into(), 6)]),
+                (1, vec![("a".into(), 7), ("a".into(), 8)])
+            ]
         );
     }
 

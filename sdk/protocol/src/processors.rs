@@ -300,9 +300,11 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// The state changes one batch made in one input partition.
+    /// The state changes one batch made in one input partition. State is kept
+    /// per processor and input partition number, shared by all the inputs of a
+    /// processor (they are co-partitioned: partition p of every input goes to
+    /// the same group member).
     pub struct PartitionStateWrites {
-        pub topic: String,
         pub partition: u32,
         pub writes: Vec<StateEntry>,
     }
@@ -312,8 +314,9 @@ wire_struct! {
     /// A worker's commit after the outputs of a batch were acknowledged: the
     /// group member's input offsets, the state changes the batch made, and the
     /// counters, applied in one broker transaction (all or nothing). Checked
-    /// like an offset commit: the member must own every partition named, in
-    /// the group's current generation.
+    /// like an offset commit: the member must own every partition named (for
+    /// state: partition p of every input that has one), in the group's current
+    /// generation.
     pub struct CommitProcessorBatchRequest {
         pub name: String,
         pub member_id: String,
@@ -330,12 +333,11 @@ impl Request for CommitProcessorBatchRequest {
 }
 
 wire_struct! {
-    /// Reads the committed state of one processor and input partition in key
-    /// order, starting after `after` (from the first key if `None`), up to about
-    /// `max_bytes` of keys and values (at least one entry if any remain).
+    /// Reads the committed state of one processor and input partition number
+    /// in key order, starting after `after` (from the first key if `None`), up
+    /// to about `max_bytes` of keys and values (at least one entry if any remain).
     pub struct StateScanRequest {
         pub name: String,
-        pub topic: String,
         pub partition: u32,
         pub after: Option<Bytes>,
         pub max_bytes: u32,

@@ -664,3 +664,29 @@ async fn logs_show_dead_letters_and_panic_messages() -> anyhow::Result<()> {
     ensure!(status.success(), "logs --follow exited with {status}: {}", follow.stderr());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_partitioned_inputs_share_one_state_per_partition() -> anyhow::Result<()> {
+    let broker = BrokerProcess::start()?;
+    let client = broker.client().await?;
+    create_topics(&client, &["j-a", "j-b", "j-out"], 2).await?;
+    // Inputs with different partition counts are refused: they could not share state.
+    create_topics(&client, &["j-c"], 3).await?;
+    let wasm = processor_wasm("word_count");
+    let wasm = wasm.to_str().context("UTF-8 path")?;
+    let refused = broker
+        .cli(&["processor", "deploy", "j-bad", "--wasm", wasm, "--input", "j-a,j-c", "--output", "j-out"], b"")?;
+    ensure!(!refused.status.success(), "deploying inputs of 2 and 3 partitions must fail");
+    ensure!(String::from_utf8_lossy(&refused.stderr).contains("same number of partitions"), "{refused:?}");
+
+    deploy(&broker, "joined", "word_count", "j-a,j-b", "j-out", &["--from-beginning"])?;
+    // The same key goes to the same partition number of both inputs: its
+    // words are counted in one state, whichever topic they came from.
+    let records = (0..10).map(|i| ProducerRecord::new(if i % 2 == 0 { "j-a" } else { "j-b" }, "x").key("k")).collect();
+    produce(&client, records).await?;
+    let out = read_all(&client, "j-out", 10).await.with_context(|| log_tail(&broker, 40))?;
+    let got: BTreeSet<String> = out.values().flat_map(|rs| values(rs)).collect();
+    let expected: BTreeSet<String> = (1..=10).map(|n| format!("x {n}")).collect();
+    ensure!(got == expected, "one count across both inputs: got {got:?}");
+    Ok(())
+}

@@ -28,7 +28,7 @@ async fn env() -> Env {
     let store = Arc::new(
         Store::open(StoreConfig { path: store_path(dir.path()), durability: DurabilityPolicy::EveryCommit }).unwrap(),
     );
-    for (name, partitions) in [("in", 2), ("out", 1)] {
+    for (name, partitions) in [("in", 2), ("out", 1), ("one", 1)] {
         let config = TopicConfig {
             name: name.into(),
             id: 0,
@@ -131,6 +131,12 @@ async fn deploys_are_validated_before_anything_is_created() {
             "input topic nope does not exist: create it with `eddy topic create nope`",
         ),
         (
+            DeployProcessorRequest { inputs: vec!["in".into(), "one".into()], ..deploy_request("p") },
+            ErrorCode::InvalidProcessor,
+            "the inputs must have the same number of partitions (partition p of every input is processed \
+             together, with one state): in has 2, one has 1",
+        ),
+        (
             DeployProcessorRequest { inputs: vec!["in".into(), "in".into()], ..deploy_request("p") },
             ErrorCode::InvalidProcessor,
             "listed twice",
@@ -181,7 +187,7 @@ async fn deploys_are_validated_before_anything_is_created() {
     }
     assert!(env.store.processors().is_empty());
     // Neither the dead-letter topic nor the logs topic was created.
-    assert_eq!(env.store.catalog().keys().collect::<Vec<_>>(), ["in", "out"]);
+    assert_eq!(env.store.catalog().keys().collect::<Vec<_>>(), ["in", "one", "out"]);
 }
 
 #[tokio::test]
@@ -196,7 +202,6 @@ async fn batch_commits_are_checked_like_offset_commits_and_visible_to_groups() {
         generation,
         offsets: vec![CommittedOffset { topic: "in".into(), partition, offset, metadata: String::new() }],
         state: vec![PartitionStateWrites {
-            topic: "in".into(),
             partition,
             writes: vec![StateEntry { key: Bytes::from_static(b"k"), value: Some(Bytes::from(offset.to_string())) }],
         }],
@@ -248,13 +253,7 @@ async fn batch_commits_are_checked_like_offset_commits_and_visible_to_groups() {
     let described = call(h, &DescribeGroupRequest { group: group.clone() }).await.unwrap();
     assert_eq!(described.partitions.iter().map(|p| p.committed).collect::<Vec<_>>(), [Some(5), Some(7)]);
     // State and counters.
-    let scan = |partition| StateScanRequest {
-        name: "p".into(),
-        topic: "in".into(),
-        partition,
-        after: None,
-        max_bytes: u32::MAX,
-    };
+    let scan = |partition| StateScanRequest { name: "p".into(), partition, after: None, max_bytes: u32::MAX };
     let scanned = call(h, &scan(1)).await.unwrap();
     assert_eq!(scanned.entries, [StateEntry { key: Bytes::from_static(b"k"), value: Some(Bytes::from_static(b"7")) }]);
     assert!(!scanned.more);
@@ -272,7 +271,7 @@ async fn admin_requests_answer_with_typed_errors() {
     let unknown = |r: Result<Empty, (ErrorCode, String)>| r.unwrap_err().0 == ErrorCode::UnknownProcessor;
     assert!(unknown(call(h, &DeleteProcessorRequest { name: "p".into() }).await));
     assert!(unknown(call(h, &StopProcessorRequest { name: "p".into(), version: 1, reason: String::new() }).await));
-    let scan = StateScanRequest { name: "p".into(), topic: "in".into(), partition: 0, after: None, max_bytes: 0 };
+    let scan = StateScanRequest { name: "p".into(), partition: 0, after: None, max_bytes: 0 };
     assert_eq!(call(h, &scan).await.unwrap_err().0, ErrorCode::UnknownProcessor);
 
     let d = deploy_directly(&env.store, "p", b"the module").await;

@@ -85,13 +85,25 @@ impl Handlers {
             )
         };
         let mut seen = BTreeSet::new();
+        let mut partition_counts = Vec::new();
         for input in &req.inputs {
             if !seen.insert(input.as_str()) {
                 return Err(invalid(format!("input topic {input} is listed twice; list each input once")));
             }
-            if self.store.topic(input).is_err() {
-                return Err(missing("input", input));
+            match self.store.topic(input) {
+                Ok(topic) => partition_counts.push((input.as_str(), topic.config.partitions)),
+                Err(_) => return Err(missing("input", input)),
             }
+        }
+        // State is per input partition number, shared by the inputs: they must
+        // be co-partitioned (like the inputs of a Kafka Streams join).
+        if partition_counts.windows(2).any(|w| w[0].1 != w[1].1) {
+            let counts: Vec<String> = partition_counts.iter().map(|(t, n)| format!("{t} has {n}")).collect();
+            return Err(invalid(format!(
+                "the inputs must have the same number of partitions (partition p of every input is processed \
+                 together, with one state): {}; add partitions with `eddy topic alter`",
+                counts.join(", ")
+            )));
         }
         if self.store.topic(&req.output).is_err() {
             return Err(missing("output", &req.output));
@@ -241,8 +253,7 @@ impl Handlers {
                     return Err(Failure::new(
                         ErrorCode::InvalidRequest,
                         format!(
-                            "a state key of {}/{} is {} bytes, over the limit of {}",
-                            p.topic,
+                            "a state key of partition {} is {} bytes, over the limit of {}",
                             p.partition,
                             w.key.len(),
                             limits.max_state_key_bytes
@@ -254,20 +265,26 @@ impl Handlers {
                     return Err(Failure::new(
                         ErrorCode::InvalidRequest,
                         format!(
-                            "a state value of {}/{} is {value_len} bytes, over the limit of {}",
-                            p.topic, p.partition, limits.max_state_value_bytes
+                            "a state value of partition {} is {value_len} bytes, over the limit of {}",
+                            p.partition, limits.max_state_value_bytes
                         ),
                     ));
                 }
             }
         }
-        // The member must own every partition it commits offsets or state for.
-        let partitions: BTreeSet<(String, u32)> = req
-            .offsets
-            .iter()
-            .map(|o| (o.topic.clone(), o.partition))
-            .chain(req.state.iter().map(|p| (p.topic.clone(), p.partition)))
-            .collect();
+        // The member must own every partition it commits offsets for, and for
+        // state of partition p, partition p of every input that has one (the
+        // inputs are co-partitioned; the state is shared by them).
+        let processor = self.store.processor(&req.name)?;
+        let mut partitions: BTreeSet<(String, u32)> =
+            req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
+        for p in &req.state {
+            for input in &processor.inputs {
+                if self.store.partition(input, p.partition).is_ok() {
+                    partitions.insert((input.clone(), p.partition));
+                }
+            }
+        }
         let partitions: Vec<(String, u32)> = partitions.into_iter().collect();
         self.groups.check_commit(&processor_group(&req.name), &req.member_id, req.generation, &partitions)?;
         let commit = ProcessorCommit {
@@ -284,7 +301,7 @@ impl Handlers {
         let req: StateScanRequest = from_bytes(payload)?;
         let max_bytes = req.max_bytes.clamp(1, MAX_STATE_SCAN_BYTES) as usize;
         let (entries, more) = blocking(&self.store, move |store| {
-            store.state_scan(&req.name, &req.topic, req.partition, req.after.as_deref(), max_bytes)
+            store.state_scan(&req.name, req.partition, req.after.as_deref(), max_bytes)
         })
         .await?;
         let entries = entries.into_iter().map(|(key, value)| StateEntry { key, value: Some(value) }).collect();
