@@ -469,7 +469,10 @@ impl Instance {
                 Ok(outcomes)
             }
             Ok(Err(error)) => {
+                // The module's memory may cache writes that are now discarded:
+                // start it afresh so that it agrees with its state again.
                 self.store.data_mut().state.discard_call();
+                self.healthy = false;
                 Err(error)
             }
             Err(e) => {

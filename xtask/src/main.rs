@@ -3,8 +3,9 @@
 //! * `demo`: build and run the main job on an embedded single-node Eddy.
 //! * `test`: install what the tests need, check formatting and lints, build
 //!   the `eddy` binary and run every test in the workspace.
-//! * `processors`: build the example Wasm processors (examples/processors/)
-//!   and print the paths of the .wasm files.
+//! * `processors`: build the Wasm processors (examples/processors/ and
+//!   examples/crawl-format-recommend/processors/) and print the paths of the
+//!   .wasm files.
 //! * `bench`: run `eddy bench produce/consume` against a fresh release broker.
 //! * `bench-peers [--records N]`: the same produce and consume workloads against
 //!   Eddy and NATS JetStream (installed if missing), one after the other on
@@ -92,7 +93,9 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
 fn demo(args: &[String]) -> anyhow::Result<()> {
     processors::build_processors()?;
     run(cargo().args(["build", "--release", "-p", "eddy-broker", "-p", "eddy-examples"]))?;
-    run(Command::new(target_dir().join("release/demo")).args(args))
+    run(Command::new(target_dir().join("release/demo"))
+        .args(args)
+        .env("EDDY_PROCESSORS_DIR", processors::processors_dir()))
 }
 
 fn test(args: &[String]) -> anyhow::Result<()> {
@@ -105,6 +108,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
         processors::lint_processors()?;
     }
+    // The processors' logic has unit tests of its own, run on the host.
+    processors::test_processors()?;
     // The end-to-end tests start the real `eddy` binary.
     run(cargo().args(["build", "-p", "eddy-broker", "--bin", "eddy"]))?;
     let eddy = target_dir().join("debug/eddy");

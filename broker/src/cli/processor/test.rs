@@ -2,11 +2,13 @@
 //! standard input, no broker needed (the author's inner loop).
 //!
 //! Input: one record per line. A line that is a JSON object with a `value`
-//! field is read as `{"key": .., "value": .., "headers": {"name": "value", ..}}`
-//! (strings); any other line is the value of a keyless record. Output: one line
-//! per output record (its value, or a JSON object with `--json`); errors go to
-//! standard error as `record N: KIND: MESSAGE`, and the command exits non-zero
-//! if any record failed. State persists across the records of one run.
+//! field is read as `{"key": .., "value": .., "headers": {"name": "value", ..},
+//! "topic": ..}` (strings; `topic`, else `--topic`, is the input topic the
+//! record appears to come from, for processors with several inputs); any
+//! other line is the value of a keyless record. Output: one line per output
+//! record (its value, or a JSON object with `--json`); errors go to standard
+//! error as `record N: KIND: MESSAGE`, and the command exits non-zero if any
+//! record failed. State persists across the records of one run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -30,7 +32,8 @@ pub struct TestArgs {
     /// Parameters passed to the module's init, as key=value.
     #[arg(long = "param", value_parser = parse_param)]
     params: Vec<(String, String)>,
-    /// Topic name the records appear to come from.
+    /// Topic name the records appear to come from (a JSON input line's
+    /// `topic` overrides it, for processors with several inputs).
     #[arg(long, default_value = "test")]
     topic: String,
     /// Print output records as JSON objects (key, value, headers, input offset).
@@ -52,6 +55,7 @@ impl StateView for LocalState {
 }
 
 struct Line {
+    topic: Option<String>,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
     headers: Vec<(String, Vec<u8>)>,
@@ -70,11 +74,12 @@ fn parse_line(line: &str) -> Line {
                     _ => Vec::new(),
                 };
                 let key = obj.get("key").filter(|k| !k.is_null()).map(text);
-                return Line { key, value: text(value), headers };
+                let topic = obj.get("topic").and_then(|t| t.as_str()).map(str::to_string);
+                return Line { topic, key, value: text(value), headers };
             }
         }
     }
-    Line { key: None, value: line.as_bytes().to_vec(), headers: Vec::new() }
+    Line { topic: None, key: None, value: line.as_bytes().to_vec(), headers: Vec::new() }
 }
 
 /// Runs `eddy processor test` (on a blocking thread: the module runs synchronously).
@@ -116,7 +121,16 @@ fn test(args: TestArgs) -> anyhow::Result<()> {
                 headers: h,
             })
             .collect();
-        let outcomes = instance.process(&args.topic, 0, &records);
+        // One call per run of records of one topic, as the worker does.
+        let topic_of = |l: &Line| l.topic.clone().unwrap_or_else(|| args.topic.clone());
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut start = 0;
+        while start < chunk.len() {
+            let topic = topic_of(&chunk[start]);
+            let end = start + chunk[start..].iter().take_while(|l| topic_of(l) == topic).count();
+            outcomes.extend(instance.process(&topic, 0, &records[start..end]));
+            start = end;
+        }
         {
             let mut committed = state.0.lock().expect("state lock");
             for (key, value) in instance.take_state_writes() {
