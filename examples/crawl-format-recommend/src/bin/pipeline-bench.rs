@@ -81,8 +81,9 @@ fn vocabulary(n: usize) -> Vec<String> {
     let mut words = std::collections::BTreeSet::new();
     while words.len() < n {
         let syllables = 2 + rng.below(3);
-        let word: String =
-            (0..syllables).map(|_| format!("{}{}", ONSETS[rng.below(ONSETS.len())], VOWELS[rng.below(VOWELS.len())])).collect();
+        let word: String = (0..syllables)
+            .map(|_| format!("{}{}", ONSETS[rng.below(ONSETS.len())], VOWELS[rng.below(VOWELS.len())]))
+            .collect();
         words.insert(word);
     }
     let mut words: Vec<String> = words.into_iter().collect();
@@ -111,7 +112,10 @@ fn write_feeds(dir: &std::path::Path, articles: usize, feeds: usize, vocab: &[St
     let mut files = Vec::new();
     for f in 0..feeds {
         let mut xml = String::from("<?xml version=\"1.0\"?>\n<rss version=\"2.0\"><channel>");
-        write!(xml, "<title>Synthetic feed {f}</title><link>https://feed{f}.example</link><description>bench</description>")?;
+        write!(
+            xml,
+            "<title>Synthetic feed {f}</title><link>https://feed{f}.example</link><description>bench</description>"
+        )?;
         for a in (f..articles).step_by(feeds) {
             let mut words = |n: usize| -> String {
                 (0..n).map(|_| vocab[rng.skewed(vocab.len())].as_str()).collect::<Vec<_>>().join(" ")
@@ -164,8 +168,15 @@ async fn main() -> anyhow::Result<()> {
     pipeline::create_topics(&admin, args.partitions).await?;
     pipeline::deploy(&processors, &args.modules, &RecommendParams::default()).await?;
     publish_profiles(&client, USERS_TOPIC, &profiles).await?;
-    pipeline::wait_caught_up(&admin, &processors, pipeline::RECOMMEND, &[USERS_TOPIC], Duration::from_secs(300), |_| {})
-        .await?;
+    pipeline::wait_caught_up(
+        &admin,
+        &processors,
+        pipeline::RECOMMEND,
+        &[USERS_TOPIC],
+        Duration::from_secs(300),
+        |_| {},
+    )
+    .await?;
 
     let server = FeedServer::start(dir.path())?;
     let feeds: Vec<FeedSource> = files
@@ -184,8 +195,15 @@ async fn main() -> anyhow::Result<()> {
     let timeout = Duration::from_secs(1800);
     pipeline::wait_caught_up(&admin, &processors, pipeline::FORMAT, &[ARTICLES_TOPIC], timeout, |_| {}).await?;
     let formatted = started.elapsed();
-    pipeline::wait_caught_up(&admin, &processors, pipeline::RECOMMEND, &[FORMATTED_TOPIC, USERS_TOPIC], timeout, |_| {})
-        .await?;
+    pipeline::wait_caught_up(
+        &admin,
+        &processors,
+        pipeline::RECOMMEND,
+        &[FORMATTED_TOPIC, USERS_TOPIC],
+        timeout,
+        |_| {},
+    )
+    .await?;
     let total = started.elapsed();
 
     let format = processors.describe(pipeline::FORMAT).await?;
