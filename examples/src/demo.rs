@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eddy_broker::{Broker, BrokerConfig};
-use eddy_pipeline::pipeline::{self, Progress, RecommendParams, FORMATTED_TOPIC};
+use eddy_pipeline::pipeline::{self, DeployParams, Progress, FORMATTED_TOPIC};
 use eddy_pipeline::{bundled, load_profiles, publish_profiles, read_digest, Crawler, CrawlerConfig, FeedServer};
 use eddy_pipeline::{FeedSource, ReadUntil, ARTICLES_TOPIC, RECOMMENDATIONS_TOPIC, USERS_TOPIC};
 use eddy_runtime::{Worker, WorkerConfig};
@@ -81,7 +81,7 @@ async fn run(client: &Client) -> anyhow::Result<()> {
     );
 
     let modules = modules_dir();
-    let (format, recommend) = pipeline::deploy(&processors, &modules, &RecommendParams::default()).await?;
+    let (format, recommend) = pipeline::deploy(&processors, &modules, &DeployParams::default()).await?;
     println!(
         "[3/6] deployed Wasm processors {} v{} ({} KiB) and {} v{} ({} KiB) from {}",
         format.name,

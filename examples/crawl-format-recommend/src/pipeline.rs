@@ -68,18 +68,22 @@ pub async fn create_topics(admin: &Admin, partitions: u32) -> Result<(), Pipelin
     Ok(())
 }
 
-/// Settings of the `recommend` processor.
+/// Settings of the two processors.
 #[derive(Debug, Clone)]
-pub struct RecommendParams {
-    /// The least score that makes a recommendation.
+pub struct DeployParams {
+    /// `recommend`: the least score that makes a recommendation.
     pub threshold: f64,
-    /// The most users one article is recommended to.
+    /// `recommend`: the most users one article is recommended to.
     pub max_per_article: u32,
+    /// `format`: group members per worker (format costs the most CPU per
+    /// article; a second member keeps a core busy while the first waits for
+    /// its outputs to be acknowledged).
+    pub format_parallelism: u32,
 }
 
-impl Default for RecommendParams {
+impl Default for DeployParams {
     fn default() -> Self {
-        RecommendParams { threshold: 2.0, max_per_article: 5 }
+        DeployParams { threshold: 2.0, max_per_article: 5, format_parallelism: 1 }
     }
 }
 
@@ -89,7 +93,7 @@ impl Default for RecommendParams {
 pub async fn deploy(
     processors: &Processors,
     modules_dir: &Path,
-    params: &RecommendParams,
+    params: &DeployParams,
 ) -> Result<(ProcessorDescription, ProcessorDescription), PipelineError> {
     let module = |name: &str| {
         let path = modules_dir.join(format!("{name}.wasm"));
@@ -110,7 +114,9 @@ pub async fn deploy(
             memory_bytes: 0,
             wasm,
         };
-    let format = processors.deploy(&request(FORMAT, &[ARTICLES], FORMATTED, module(FORMAT)?, vec![])).await?;
+    let mut format_request = request(FORMAT, &[ARTICLES], FORMATTED, module(FORMAT)?, vec![]);
+    format_request.parallelism = params.format_parallelism.max(1);
+    let format = processors.deploy(&format_request).await?;
     let recommend_params = vec![
         ProcessorParam { key: "threshold".into(), value: params.threshold.to_string() },
         ProcessorParam { key: "max_per_article".into(), value: params.max_per_article.to_string() },

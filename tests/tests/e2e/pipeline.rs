@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use eddy_pipeline::pipeline::{self, RecommendParams, FORMATTED_TOPIC};
+use eddy_pipeline::pipeline::{self, DeployParams, FORMATTED_TOPIC};
 use eddy_pipeline::{bundled, load_profiles, publish_profiles, read_digest, Crawler, CrawlerConfig, FeedServer};
 use eddy_pipeline::{Digest, FeedSource, ReadUntil, ARTICLES_TOPIC, RECOMMENDATIONS_TOPIC, USERS_TOPIC};
 use eddy_sdk::{Admin, Client, Processors};
@@ -31,7 +31,7 @@ async fn set_up(client: &Client) -> anyhow::Result<()> {
     let admin = Admin::new(client.clone());
     let processors = Processors::new(client.clone());
     pipeline::create_topics(&admin, PARTITIONS).await?;
-    pipeline::deploy(&processors, &processors_dir(), &RecommendParams::default()).await?;
+    pipeline::deploy(&processors, &processors_dir(), &DeployParams::default()).await?;
     let profiles = load_profiles(&bundled::users_file())?;
     publish_profiles(client, USERS_TOPIC, &profiles).await?;
     // Profiles first, so that every article is scored against every user.

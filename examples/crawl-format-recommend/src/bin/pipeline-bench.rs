@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use eddy_pipeline::pipeline::{self, RecommendParams, FORMATTED_TOPIC};
+use eddy_pipeline::pipeline::{self, DeployParams, FORMATTED_TOPIC};
 use eddy_pipeline::{publish_profiles, Crawler, CrawlerConfig, FeedServer, FeedSource, UserProfile};
 use eddy_pipeline::{ARTICLES_TOPIC, USERS_TOPIC};
 use eddy_sdk::{Admin, Client, ClientConfig, Processors};
@@ -51,6 +51,9 @@ struct Args {
     /// Partitions of each topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Group members of `format` per worker (the costliest stage per article).
+    #[arg(long, default_value_t = 2)]
+    format_parallelism: u32,
 }
 
 /// A tiny deterministic generator (xorshift64*): the corpus is the same on every run.
@@ -166,7 +169,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     pipeline::create_topics(&admin, args.partitions).await?;
-    pipeline::deploy(&processors, &args.modules, &RecommendParams::default()).await?;
+    let params = DeployParams { format_parallelism: args.format_parallelism, ..DeployParams::default() };
+    pipeline::deploy(&processors, &args.modules, &params).await?;
     publish_profiles(&client, USERS_TOPIC, &profiles).await?;
     pipeline::wait_caught_up(
         &admin,
