@@ -12,7 +12,7 @@
 //! 4. Ranked by count, highest first, ties in ascending (byte) order; the
 //!    first [`MAX_KEYWORDS`] are the keywords.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// The most keywords an article gets.
 pub const MAX_KEYWORDS: usize = 20;
@@ -278,7 +278,7 @@ fn count_tokens(text: &str, weight: u32, counts: &mut HashMap<String, u32>) {
 
 /// The keywords of an article with plain-text `title` and `text`, best first.
 pub fn keywords(title: &str, text: &str) -> Vec<String> {
-    let mut counts = HashMap::new();
+    let mut counts = HashMap::default();
     count_tokens(title, TITLE_WEIGHT, &mut counts);
     count_tokens(text, 1, &mut counts);
     let mut ranked: Vec<(String, u32)> = counts.into_iter().collect();
