@@ -466,4 +466,4 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod processor_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,25 +7,9 @@ use eddy_protocol::processors::{
 };
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
-use super::processors::{
-    zero_stats, MODULE_CHUNK_BYTES, PROCESSORS, PROCESSOR_MODULES, PROCESSOR_STATE, PROCESSOR_STATS,
-};
+use super::processors::{MODULE_CHUNK_BYTES, PROCESSORS, PROCESSOR_MODULES, PROCESSOR_STATE, PROCESSOR_STATS};
+use super::tests::{config, topic};
 use super::*;
-
-fn config(dir: &Path) -> StoreConfig {
-    StoreConfig { path: store_path(dir), durability: DurabilityPolicy::EveryCommit }
-}
-
-fn topic(name: &str, partitions: u32) -> TopicConfig {
-    TopicConfig {
-        name: name.into(),
-        id: 0,
-        partitions,
-        replication_factor: 1,
-        retention_ms: None,
-        retention_bytes: None,
-    }
-}
 
 fn description(name: &str) -> ProcessorDescription {
     ProcessorDescription {
@@ -43,7 +27,7 @@ fn description(name: &str) -> ProcessorDescription {
         deployed_at_ms: 1,
         status: String::new(),
         status_reason: String::new(),
-        stats: zero_stats(),
+        stats: ProcessorStats::default(),
     }
 }
 
@@ -73,7 +57,7 @@ fn writes(partition: u32, entries: Vec<StateEntry>) -> PartitionStateWrites {
 }
 
 fn stats(records_in: u64, batches: u64) -> ProcessorStats {
-    ProcessorStats { records_in, batches, ..zero_stats() }
+    ProcessorStats { records_in, batches, ..ProcessorStats::default() }
 }
 
 fn commit(name: &str, offsets: &[(u32, u64)], state: Vec<PartitionStateWrites>, s: ProcessorStats) -> ProcessorCommit {
@@ -206,7 +190,7 @@ async fn delete_removes_everything_of_that_processor_only() {
     assert!(store.committed_offsets("processor.p").is_empty());
     // A new deployment of the name starts over: version 1, no state, no counters.
     let d = store.deploy_processor(deployment("p", wasm(10, 4), &[(0, 0), (1, 0)])).await.unwrap();
-    assert_eq!((d.version, d.stats), (1, zero_stats()));
+    assert_eq!((d.version, d.stats), (1, ProcessorStats::default()));
     assert!(state_of(&store, "p", 0).is_empty());
     store.close().await;
 }
@@ -275,7 +259,7 @@ async fn concurrent_commits_in_one_round_all_count_and_counters_saturate() {
     }
     assert_eq!(store.processor("p").unwrap().stats, stats(64, 64));
     assert_eq!(state_of(&store, "p", 0).len(), 64);
-    let huge = ProcessorStats { records_in: u64::MAX, wasm_nanos: u64::MAX, ..zero_stats() };
+    let huge = ProcessorStats { records_in: u64::MAX, wasm_nanos: u64::MAX, ..ProcessorStats::default() };
     store.commit_processor_batch(commit("p", &[], Vec::new(), huge.clone())).await.unwrap();
     store.commit_processor_batch(commit("p", &[], Vec::new(), huge)).await.unwrap();
     let s = store.processor("p").unwrap().stats;

@@ -90,11 +90,6 @@ pub(crate) fn commit_bytes(c: &ProcessorCommit) -> usize {
     c.state.iter().flat_map(|p| &p.writes).map(|w| w.key.len() + w.value.as_ref().map_or(0, Bytes::len)).sum()
 }
 
-/// All counters zero.
-pub fn zero_stats() -> ProcessorStats {
-    stats_of((0, 0, 0, 0, 0, 0))
-}
-
 fn stats_tuple(s: &ProcessorStats) -> (u64, u64, u64, u64, u64, u64) {
     (s.records_in, s.records_out, s.errors, s.dead_lettered, s.batches, s.wasm_nanos)
 }
@@ -137,7 +132,7 @@ pub(crate) fn load(db: &Database) -> Result<ProcessorMap, StoreError> {
         let (name, value) = entry?;
         let name = name.value();
         let mut description = decode_description(name, value.value())?;
-        description.stats = stats.get(name)?.map_or_else(zero_stats, |v| stats_of(v.value()));
+        description.stats = stats.get(name)?.map_or_else(ProcessorStats::default, |v| stats_of(v.value()));
         out.insert(name.to_string(), description);
     }
     Ok(out)
@@ -154,7 +149,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 fn write_description(txn: &WriteTransaction, d: &ProcessorDescription) -> Result<(), StoreError> {
     let mut stored = d.clone();
-    stored.stats = zero_stats();
+    stored.stats = ProcessorStats::default();
     txn.open_table(PROCESSORS)?.insert(d.name.as_str(), to_bytes(&stored).as_ref())?;
     Ok(())
 }
@@ -184,7 +179,7 @@ pub(crate) fn deploy(
     description.module_bytes = wasm.len() as u64;
     description.status = STATUS_RUNNING.to_string();
     description.status_reason.clear();
-    description.stats = current.map_or_else(zero_stats, |c| c.stats.clone());
+    description.stats = current.map_or_else(ProcessorStats::default, |c| c.stats.clone());
     let offsets = if current.is_none() { initial_offsets } else { Vec::new() };
     if wasm.len().div_ceil(MODULE_CHUNK_BYTES) > u32::MAX as usize {
         return Err(StoreError::InvalidProcessor(format!("the module of processor {name} is too large")));

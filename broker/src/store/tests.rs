@@ -5,11 +5,13 @@ use eddy_protocol::batch::{split_batches, BatchBuilder};
 
 use super::*;
 
-fn config(dir: &Path) -> StoreConfig {
+/// A durable store in `dir` (shared by the store's and the handlers' tests).
+pub(crate) fn config(dir: &Path) -> StoreConfig {
     StoreConfig { path: store_path(dir), durability: DurabilityPolicy::EveryCommit }
 }
 
-fn topic(name: &str, partitions: u32) -> TopicConfig {
+/// A topic without retention (shared by the store's and the handlers' tests).
+pub(crate) fn topic(name: &str, partitions: u32) -> TopicConfig {
     TopicConfig {
         name: name.into(),
         id: 0,

@@ -362,7 +362,7 @@ impl Member {
         match self.processors.commit_batch(&name, &member_id, generation, offsets, state, stats).await {
             Ok(()) => {
                 for (b, part) in batches.into_iter().zip(parts) {
-                    part.state.apply(&b.state_writes);
+                    part.state.apply(b.state_writes);
                     self.parts.insert(b.partition, part);
                 }
                 Ok(None)

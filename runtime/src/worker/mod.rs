@@ -116,7 +116,6 @@ struct MemberHandle {
 
 /// The members of one processor version.
 struct RunningProcessor {
-    version: u32,
     desc: ProcessorDescription,
     module: Arc<Module>,
     members: Vec<MemberHandle>,
@@ -181,7 +180,7 @@ impl Supervisor {
         let gone: Vec<String> = self
             .running
             .iter()
-            .filter(|(name, r)| wanted.get(*name).is_none_or(|d| d.version != r.version))
+            .filter(|(name, r)| wanted.get(*name).is_none_or(|d| d.version != r.desc.version))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -201,18 +200,12 @@ impl Supervisor {
             match self.load(&client, &desc).await {
                 Ok(module) => {
                     load_failures.remove(&key);
-                    let mut running = RunningProcessor {
-                        version: desc.version,
-                        desc,
-                        module,
-                        members: Vec::new(),
-                        restarts: Vec::new(),
-                        halted: false,
-                    };
+                    let mut running =
+                        RunningProcessor { desc, module, members: Vec::new(), restarts: Vec::new(), halted: false };
                     for index in 0..running.desc.parallelism.max(1) as usize {
                         running.spawn(index, &client, &self.config);
                     }
-                    tracing::info!(processor = %name, version = running.version, members = running.members.len(), "processor started");
+                    tracing::info!(processor = %name, version = running.desc.version, members = running.members.len(), "processor started");
                     self.running.insert(name, running);
                 }
                 Err(e) => {

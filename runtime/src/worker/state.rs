@@ -24,15 +24,15 @@ impl SharedState {
     }
 
     /// Applies writes the broker has committed (`None`: the key was deleted).
-    pub(crate) fn apply(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    pub(crate) fn apply(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         for (key, value) in writes {
             match value {
                 Some(v) => {
-                    map.insert(key.clone(), v.clone());
+                    map.insert(key, v);
                 }
                 None => {
-                    map.remove(key);
+                    map.remove(&key);
                 }
             }
         }
@@ -59,7 +59,7 @@ mod tests {
     fn applied_writes_are_visible_to_every_clone() {
         let state = SharedState::from_entries(vec![(Bytes::from_static(b"a"), Bytes::from_static(b"1"))]);
         let view = state.clone();
-        state.apply(&[(b"a".to_vec(), None), (b"b".to_vec(), Some(b"2".to_vec()))]);
+        state.apply(vec![(b"a".to_vec(), None), (b"b".to_vec(), Some(b"2".to_vec()))]);
         assert_eq!(view.get(b"a"), None);
         assert_eq!(view.get(b"b"), Some(b"2".to_vec()));
         assert_eq!(view.len(), 1);

@@ -11,10 +11,11 @@ use eddy_protocol::processors::*;
 use eddy_protocol::{ErrorCode, ErrorResponse};
 use tokio::sync::watch;
 
+use super::processors::deployment_of;
 use super::{HandlerConfig, Handlers};
 use crate::groups::GroupService;
-use crate::store::processors::zero_stats;
-use crate::store::{store_path, DurabilityPolicy, ProcessorDeployment, Store, StoreConfig, TopicConfig};
+use crate::store::tests::{config, topic};
+use crate::store::Store;
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -25,19 +26,9 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(StoreConfig { path: store_path(dir.path()), durability: DurabilityPolicy::EveryCommit }).unwrap(),
-    );
+    let store = Arc::new(Store::open(config(dir.path())).unwrap());
     for (name, partitions) in [("in", 2), ("out", 1), ("one", 1)] {
-        let config = TopicConfig {
-            name: name.into(),
-            id: 0,
-            partitions,
-            replication_factor: 1,
-            retention_ms: None,
-            retention_bytes: None,
-        };
-        store.create_topic(config).await.unwrap();
+        store.create_topic(topic(name, partitions)).await.unwrap();
     }
     let groups = GroupService::new(store.clone());
     let runtime = Arc::new(eddy_runtime::Runtime::new(None).unwrap());
@@ -86,29 +77,9 @@ fn deploy_request(name: &str) -> DeployProcessorRequest {
 
 /// Deploys through the store (the handler would refuse these bytes as a module).
 async fn deploy_directly(store: &Store, name: &str, wasm: &'static [u8]) -> ProcessorDescription {
-    let req = deploy_request(name);
-    let description = ProcessorDescription {
-        name: req.name,
-        version: 0,
-        inputs: req.inputs,
-        output: req.output,
-        parallelism: req.parallelism,
-        on_error: req.on_error,
-        params: req.params,
-        timeout_ms: 0,
-        memory_bytes: 0,
-        module_id: "m".into(),
-        module_bytes: 0,
-        deployed_at_ms: 0,
-        status: String::new(),
-        status_reason: String::new(),
-        stats: zero_stats(),
-    };
+    let req = DeployProcessorRequest { wasm: Bytes::from_static(wasm), ..deploy_request(name) };
     let initial_offsets = vec![("in".into(), 0, 0, String::new()), ("in".into(), 1, 0, String::new())];
-    store
-        .deploy_processor(ProcessorDeployment { description, wasm: Bytes::from_static(wasm), initial_offsets })
-        .await
-        .unwrap()
+    store.deploy_processor(deployment_of(req, "m".into(), 0, initial_offsets)).await.unwrap()
 }
 
 #[tokio::test]
@@ -205,7 +176,7 @@ async fn batch_commits_are_checked_like_offset_commits_and_visible_to_groups() {
             partition,
             writes: vec![StateEntry { key: Bytes::from_static(b"k"), value: Some(Bytes::from(offset.to_string())) }],
         }],
-        stats: ProcessorStats { records_in: 1, batches: 1, ..zero_stats() },
+        stats: ProcessorStats { records_in: 1, batches: 1, ..ProcessorStats::default() },
     };
     let code = |r: Result<Empty, (ErrorCode, String)>| r.unwrap_err().0;
 

@@ -18,7 +18,7 @@ use eddy_protocol::ErrorCode;
 use eddy_runtime::{ProcessorLimits, RuntimeError};
 
 use super::{Failure, Handlers};
-use crate::store::processors::zero_stats;
+use crate::store::processors::OffsetEntry;
 use crate::store::{ProcessorCommit, ProcessorDeployment, Store, StoreError, TopicConfig};
 
 /// Longest processor name, in bytes (its logs topic name must stay under the topic name limit).
@@ -65,6 +65,34 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Failure::new(ErrorCode::Internal, format!("read task failed: {e}")))?
         .map_err(Failure::from)
+}
+
+/// The store's deployment of a request: its configuration, the module's id,
+/// when it was deployed; the store fills in version, size, status and counters.
+pub(super) fn deployment_of(
+    req: DeployProcessorRequest,
+    module_id: String,
+    deployed_at_ms: i64,
+    initial_offsets: Vec<OffsetEntry>,
+) -> ProcessorDeployment {
+    let description = ProcessorDescription {
+        name: req.name,
+        version: 0,
+        inputs: req.inputs,
+        output: req.output,
+        parallelism: req.parallelism,
+        on_error: req.on_error,
+        params: req.params,
+        timeout_ms: req.timeout_ms,
+        memory_bytes: req.memory_bytes,
+        module_id,
+        module_bytes: 0,
+        deployed_at_ms,
+        status: String::new(),
+        status_reason: String::new(),
+        stats: ProcessorStats::default(),
+    };
+    ProcessorDeployment { description, wasm: req.wasm, initial_offsets }
 }
 
 impl Handlers {
@@ -200,24 +228,7 @@ impl Handlers {
                 initial_offsets.push((input.clone(), partition, offset, String::new()));
             }
         }
-        let description = ProcessorDescription {
-            name: req.name,
-            version: 0,
-            inputs: req.inputs,
-            output: req.output,
-            parallelism: req.parallelism,
-            on_error: req.on_error,
-            params: req.params,
-            timeout_ms: req.timeout_ms,
-            memory_bytes: req.memory_bytes,
-            module_id,
-            module_bytes: 0,
-            deployed_at_ms: crate::now_ms(),
-            status: String::new(),
-            status_reason: String::new(),
-            stats: zero_stats(),
-        };
-        let deployment = ProcessorDeployment { description, wasm: req.wasm, initial_offsets };
+        let deployment = deployment_of(req, module_id, crate::now_ms(), initial_offsets);
         Ok(self.store.deploy_processor(deployment).await?)
     }
 
@@ -245,7 +256,7 @@ impl Handlers {
 
     pub(super) async fn commit_processor_batch(&self, payload: Bytes) -> Result<Empty, Failure> {
         let req: CommitProcessorBatchRequest = from_bytes(payload)?;
-        self.store.processor(&req.name)?;
+        let processor = self.store.processor(&req.name)?;
         let limits = ProcessorLimits::default();
         for p in &req.state {
             for w in &p.writes {
@@ -275,7 +286,6 @@ impl Handlers {
         // The member must own every partition it commits offsets for, and for
         // state of partition p, partition p of every input that has one (the
         // inputs are co-partitioned; the state is shared by them).
-        let processor = self.store.processor(&req.name)?;
         let mut partitions: BTreeSet<(String, u32)> =
             req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
         for p in &req.state {
