@@ -21,6 +21,9 @@ pub struct NewTopic {
     pub partitions: u32,
     /// Copies of each partition (at most the number of live brokers).
     pub replication_factor: u16,
+    /// acks=all produces fail with `NotEnoughReplicas` while fewer replicas
+    /// are in sync; 0 takes the broker's default (1).
+    pub min_insync_replicas: u16,
     /// Delete batches older than this; none keeps them forever.
     pub retention_ms: Option<u64>,
     /// Delete the oldest batches while a partition holds more; none means no limit.
@@ -30,12 +33,25 @@ pub struct NewTopic {
 impl NewTopic {
     /// A topic with `partitions` partitions, replication factor 1 and no retention limit.
     pub fn new(name: impl Into<String>, partitions: u32) -> Self {
-        Self { name: name.into(), partitions, replication_factor: 1, retention_ms: None, retention_bytes: None }
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            min_insync_replicas: 0,
+            retention_ms: None,
+            retention_bytes: None,
+        }
     }
 
     /// Sets the replication factor.
     pub fn replication_factor(mut self, replication_factor: u16) -> Self {
         self.replication_factor = replication_factor;
+        self
+    }
+
+    /// Sets the minimum number of in-sync replicas for acks=all produces.
+    pub fn min_insync_replicas(mut self, min_insync_replicas: u16) -> Self {
+        self.min_insync_replicas = min_insync_replicas;
         self
     }
 
@@ -72,6 +88,7 @@ impl Admin {
             name: topic.name,
             partitions: topic.partitions,
             replication_factor: topic.replication_factor,
+            min_insync_replicas: topic.min_insync_replicas,
             retention_ms: topic.retention_ms,
             retention_bytes: topic.retention_bytes,
         };
@@ -159,7 +176,7 @@ mod tests {
 
     #[test]
     fn missing_topic_in_metadata_is_unknown_topic() {
-        let resp = MetadataResponse { brokers: vec![], topics: vec![] };
+        let resp = MetadataResponse { brokers: vec![], controller: 0, topics: vec![] };
         let err = find_topic(resp, "nope").unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::UnknownTopic));
     }

@@ -113,6 +113,7 @@ fn metadata_of(name: &str, parts: &[Part]) -> TopicMetadata {
     TopicMetadata {
         name: name.to_string(),
         replication_factor: 1,
+        min_insync_replicas: 1,
         retention_ms: None,
         retention_bytes: None,
         partitions: parts
@@ -121,6 +122,7 @@ fn metadata_of(name: &str, parts: &[Part]) -> TopicMetadata {
             .map(|(i, p)| PartitionMetadata {
                 partition: i as u32,
                 leader: 0,
+                leader_epoch: 0,
                 replicas: vec![0],
                 isr: vec![0],
                 log_start: p.log_start,
@@ -304,7 +306,11 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 .map(|(name, parts)| metadata_of(name, parts))
                 .collect();
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            ok(&MetadataResponse { brokers: vec![BrokerInfo { id: 0, addr: "127.0.0.1:0".into() }], topics })
+            ok(&MetadataResponse {
+                brokers: vec![BrokerInfo { id: 0, addr: "127.0.0.1:0".into() }],
+                controller: 0,
+                topics,
+            })
         }
         Some(ApiKey::CreateTopic) => {
             let req = match from_bytes::<CreateTopicRequest>(payload) {

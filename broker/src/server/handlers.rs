@@ -226,6 +226,16 @@ impl Handlers {
             }
             ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload).await)] })),
             ApiKey::StopProcessor => Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload).await)] })),
+            ApiKey::InitProducerId
+            | ApiKey::ReplicaFetch
+            | ApiKey::RaftAppend
+            | ApiKey::RaftVote
+            | ApiKey::RaftSnapshot
+            | ApiKey::MetadataWrite
+            | ApiKey::BrokerHeartbeat => {
+                let msg = format!("{key:?} is not served by this broker yet");
+                Some(ready(error_frame(ErrorCode::UnknownApiKey, ErrorResponse::message(msg))))
+            }
         }
     }
 
@@ -336,6 +346,7 @@ impl Handlers {
         TopicMetadata {
             name: t.config.name.clone(),
             replication_factor: t.config.replication_factor,
+            min_insync_replicas: 1,
             retention_ms: t.config.retention_ms,
             retention_bytes: t.config.retention_bytes,
             partitions: t
@@ -347,6 +358,7 @@ impl Handlers {
                     PartitionMetadata {
                         partition: i as u32,
                         leader: id,
+                        leader_epoch: 0,
                         replicas: vec![id],
                         isr: vec![id],
                         log_start: o.log_start,
@@ -374,7 +386,7 @@ impl Handlers {
                 .collect::<Result<_, _>>()?,
         };
         let brokers = vec![BrokerInfo { id: self.config.broker_id, addr: self.config.advertised_addr.clone() }];
-        Ok(MetadataResponse { brokers, topics })
+        Ok(MetadataResponse { brokers, controller: self.config.broker_id, topics })
     }
 
     async fn create_topic(&self, payload: Bytes) -> Result<TopicMetadata, Failure> {

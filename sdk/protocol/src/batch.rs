@@ -283,6 +283,12 @@ pub struct BatchInfo {
     pub record_count: u32,
     /// Largest record timestamp.
     pub max_timestamp: i64,
+    /// Epoch of the leader that appended the batch.
+    pub leader_epoch: u32,
+    /// Idempotent producer id (0: none).
+    pub producer_id: u64,
+    /// Producer sequence of the first record.
+    pub base_sequence: u32,
 }
 
 /// Reads the header fields of the batch at the start of `bytes`.
@@ -295,6 +301,9 @@ pub fn batch_info(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
         length: read_u32(bytes, OFF_LENGTH),
         record_count: read_u32(bytes, OFF_RECORD_COUNT),
         max_timestamp: read_u64(bytes, OFF_MAX_TIMESTAMP) as i64,
+        leader_epoch: read_u32(bytes, OFF_LEADER_EPOCH),
+        producer_id: read_u64(bytes, OFF_PRODUCER_ID),
+        base_sequence: read_u32(bytes, OFF_BASE_SEQUENCE),
     })
 }
 

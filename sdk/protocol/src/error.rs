@@ -62,6 +62,21 @@ pub enum ErrorCode {
     /// A processor deployment is invalid: bad name, module that is not a
     /// component of the processor world, missing topic; the message says which.
     InvalidProcessor = 26,
+    /// This broker is not the leader of the partition: refresh metadata and
+    /// send to the leader it names.
+    NotLeader = 27,
+    /// The partition has no leader right now (an election is under way, or
+    /// every in-sync replica is down): retry after a short wait.
+    LeaderNotAvailable = 28,
+    /// The cluster's metadata quorum has no controller this broker can reach
+    /// (an election is under way): retry after a short wait.
+    NotController = 29,
+    /// A producer batch's sequence number is not the next one the partition
+    /// expects: an earlier batch is missing. The producer resends in order.
+    OutOfOrderSequence = 30,
+    /// A replica's leader epoch is older (or newer) than the partition's:
+    /// it must refresh its view of the partition before fetching again.
+    FencedLeaderEpoch = 31,
 }
 
 impl ErrorCode {
@@ -95,13 +110,29 @@ impl ErrorCode {
             24 => InvalidGroup,
             25 => UnknownProcessor,
             26 => InvalidProcessor,
+            27 => NotLeader,
+            28 => LeaderNotAvailable,
+            29 => NotController,
+            30 => OutOfOrderSequence,
+            31 => FencedLeaderEpoch,
             _ => Internal,
         }
     }
 
     /// Whether a client may retry the same request and expect it to succeed.
     pub fn is_retriable(self) -> bool {
-        matches!(self, Self::ShuttingDown | Self::Timeout | Self::NotEnoughReplicas | Self::StorageError)
+        matches!(
+            self,
+            Self::ShuttingDown
+                | Self::Timeout
+                | Self::NotEnoughReplicas
+                | Self::StorageError
+                | Self::NotLeader
+                | Self::LeaderNotAvailable
+                | Self::NotController
+                | Self::OutOfOrderSequence
+                | Self::FencedLeaderEpoch
+        )
     }
 
     /// A short stable name, e.g. `UNKNOWN_TOPIC`.
@@ -135,6 +166,11 @@ impl ErrorCode {
             InvalidGroup => "INVALID_GROUP",
             UnknownProcessor => "UNKNOWN_PROCESSOR",
             InvalidProcessor => "INVALID_PROCESSOR",
+            NotLeader => "NOT_LEADER",
+            LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            NotController => "NOT_CONTROLLER",
+            OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
         }
     }
 }

@@ -43,13 +43,15 @@ pub const REQUEST_HEADER_BYTES: usize = 4;
 pub const RESPONSE_HEADER_BYTES: usize = 2;
 
 /// The requests a broker understands. Numbered by area: 1-9 data, 10-19 admin,
-/// 20-29 groups, 30-39 processors.
+/// 20-29 groups, 30-39 processors, 40-49 between brokers (replication and the
+/// metadata quorum; clients never send these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ApiKey {
     Produce = 1,
     Fetch = 2,
     ListOffsets = 3,
+    InitProducerId = 4,
     Metadata = 10,
     CreateTopic = 11,
     DeleteTopic = 12,
@@ -69,6 +71,12 @@ pub enum ApiKey {
     CommitProcessorBatch = 35,
     StateScan = 36,
     StopProcessor = 37,
+    ReplicaFetch = 40,
+    RaftAppend = 41,
+    RaftVote = 42,
+    RaftSnapshot = 43,
+    MetadataWrite = 44,
+    BrokerHeartbeat = 45,
 }
 
 impl ApiKey {
@@ -78,6 +86,7 @@ impl ApiKey {
             1 => Self::Produce,
             2 => Self::Fetch,
             3 => Self::ListOffsets,
+            4 => Self::InitProducerId,
             10 => Self::Metadata,
             11 => Self::CreateTopic,
             12 => Self::DeleteTopic,
@@ -97,6 +106,12 @@ impl ApiKey {
             35 => Self::CommitProcessorBatch,
             36 => Self::StateScan,
             37 => Self::StopProcessor,
+            40 => Self::ReplicaFetch,
+            41 => Self::RaftAppend,
+            42 => Self::RaftVote,
+            43 => Self::RaftSnapshot,
+            44 => Self::MetadataWrite,
+            45 => Self::BrokerHeartbeat,
             _ => return None,
         })
     }

@@ -190,9 +190,13 @@ wire_struct! {
     /// State of one partition.
     pub struct PartitionMetadata {
         pub partition: u32,
-        /// Broker id of the leader.
+        /// Broker id of the leader; 0 while the partition has none.
         pub leader: u32,
+        /// Bumped by the controller every time the leader changes.
+        pub leader_epoch: u32,
+        /// Brokers holding a copy, the preferred leader first.
         pub replicas: Vec<u32>,
+        /// In-sync replicas: those that have every record up to the high watermark.
         pub isr: Vec<u32>,
         pub log_start: u64,
         pub log_end: u64,
@@ -206,6 +210,9 @@ wire_struct! {
     pub struct TopicMetadata {
         pub name: String,
         pub replication_factor: u16,
+        /// acks=all produce requests fail with NOT_ENOUGH_REPLICAS while a
+        /// partition has fewer in-sync replicas than this.
+        pub min_insync_replicas: u16,
         /// Records older than this are deleted; none means forever.
         pub retention_ms: Option<u64>,
         /// Oldest batches are deleted while a partition holds more; none means no limit.
@@ -224,7 +231,10 @@ wire_struct! {
 wire_struct! {
     /// Brokers and topics.
     pub struct MetadataResponse {
+        /// Every broker of the cluster, live or not.
         pub brokers: Vec<BrokerInfo>,
+        /// Broker id of the controller (the metadata quorum's leader); 0 if none now.
+        pub controller: u32,
         pub topics: Vec<TopicMetadata>,
     }
 }
@@ -240,6 +250,8 @@ wire_struct! {
         pub name: String,
         pub partitions: u32,
         pub replication_factor: u16,
+        /// 0 picks the default (1, as in Kafka); at most the replication factor.
+        pub min_insync_replicas: u16,
         pub retention_ms: Option<u64>,
         pub retention_bytes: Option<u64>,
     }
@@ -518,6 +530,125 @@ wire_struct! {
 impl Request for DescribeGroupRequest {
     const KEY: ApiKey = ApiKey::DescribeGroup;
     type Response = GroupDescription;
+}
+
+wire_struct! {
+    /// Asks the cluster for a new idempotent producer id.
+    pub struct InitProducerIdRequest {
+        /// Free text for logs.
+        pub client_id: String,
+    }
+}
+
+wire_struct! {
+    /// A producer id no other producer of the cluster has had.
+    pub struct InitProducerIdResponse {
+        pub producer_id: u64,
+    }
+}
+
+impl Request for InitProducerIdRequest {
+    const KEY: ApiKey = ApiKey::InitProducerId;
+    type Response = InitProducerIdResponse;
+}
+
+// ---- Between brokers (API keys 40-49). Clients never send these. ----
+
+wire_struct! {
+    /// A follower's fetch from the partition leader. The leader checks that
+    /// the follower's log agrees with its own at `fetch_offset` (by the
+    /// epoch of the follower's last batch) before sending records.
+    pub struct ReplicaFetchRequest {
+        pub topic: String,
+        pub partition: u32,
+        /// The fetching broker.
+        pub replica_id: u32,
+        /// The leader epoch the follower knows; the leader refuses others
+        /// with FENCED_LEADER_EPOCH.
+        pub leader_epoch: u32,
+        /// The follower's log end: everything below it is on the follower.
+        pub fetch_offset: u64,
+        /// Leader epoch of the follower's last batch (0 for an empty log).
+        pub last_fetched_epoch: u32,
+        pub max_bytes: u32,
+        pub max_wait_ms: u32,
+    }
+}
+
+wire_struct! {
+    /// Records for a follower, or where its log diverged from the leader's.
+    pub struct ReplicaFetchResponse {
+        /// The leader's high watermark.
+        pub high_watermark: u64,
+        pub log_start: u64,
+        /// Set when the follower's log does not agree with the leader's: the
+        /// follower truncates to `diverging_end_offset` (its own end for that
+        /// epoch, if lower) and fetches again. No records come with it.
+        pub diverging_epoch: Option<u32>,
+        pub diverging_end_offset: u64,
+        /// Whole batches, as stored by the leader (offsets and epochs stamped).
+        pub records: Bytes,
+    }
+}
+
+impl Request for ReplicaFetchRequest {
+    const KEY: ApiKey = ApiKey::ReplicaFetch;
+    type Response = ReplicaFetchResponse;
+}
+
+wire_struct! {
+    /// An opaque message of the metadata quorum (openraft's append-entries,
+    /// vote and snapshot requests and responses, encoded by the broker).
+    pub struct RaftMessage {
+        pub payload: Bytes,
+    }
+}
+
+/// A Raft append-entries request (payload: encoded by the broker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftAppendRequest(pub RaftMessage);
+/// A Raft vote request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftVoteRequest(pub RaftMessage);
+/// A Raft install-snapshot request (one chunk).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftSnapshotRequest(pub RaftMessage);
+/// A command for the metadata log, sent to the controller by a broker that
+/// is not the controller itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataWriteRequest(pub RaftMessage);
+
+macro_rules! raft_request {
+    ($t:ident, $key:ident) => {
+        impl Wire for $t {
+            fn encode(&self, enc: &mut Encoder) {
+                self.0.encode(enc);
+            }
+            fn decode(dec: &mut Decoder) -> Result<Self, DecodeError> {
+                Ok($t(RaftMessage::decode(dec)?))
+            }
+        }
+        impl Request for $t {
+            const KEY: ApiKey = ApiKey::$key;
+            type Response = RaftMessage;
+        }
+    };
+}
+raft_request!(RaftAppendRequest, RaftAppend);
+raft_request!(RaftVoteRequest, RaftVote);
+raft_request!(RaftSnapshotRequest, RaftSnapshot);
+raft_request!(MetadataWriteRequest, MetadataWrite);
+
+wire_struct! {
+    /// A broker's periodic sign of life to the controller.
+    pub struct BrokerHeartbeatRequest {
+        pub broker_id: u32,
+    }
+}
+
+impl Request for BrokerHeartbeatRequest {
+    const KEY: ApiKey = ApiKey::BrokerHeartbeat;
+    type Response = Empty;
 }
 
 #[cfg(test)]
