@@ -1,10 +1,12 @@
-//! A running broker: opens the store, loads or makes the TLS identity, serves
-//! QUIC, enforces retention in the background, and shuts down cleanly.
+//! A running broker: opens the store, loads or makes the TLS identity, joins
+//! the cluster's metadata quorum, serves QUIC, replicates partitions,
+//! enforces retention in the background, and shuts down cleanly.
 //!
 //! Shutdown order: stop accepting connections and streams, let in-flight
 //! requests finish (long polls return early), commit everything queued, close
 //! the database, close the endpoint.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::groups::GroupService;
+use crate::replication::{ReplicaManager, ReplicationConfig};
 use crate::server::handlers::{HandlerConfig, Handlers};
 use crate::store::{store_path, DurabilityPolicy, Store, StoreConfig, StoreError};
 use crate::tls::{self, TlsError};
@@ -34,6 +38,21 @@ pub struct BrokerConfig {
     pub advertised_addr: Option<String>,
     /// Certificate and key to use instead of the generated ones.
     pub tls_cert: Option<(PathBuf, PathBuf)>,
+    /// With `tls_cert`: the CA file the other brokers' certificates verify
+    /// against (default: the certificate file itself).
+    pub tls_peer_ca: Option<PathBuf>,
+    /// A cluster CA (certificate, key) that signs this broker's certificate
+    /// on first start; every broker of a cluster is given the same one.
+    pub tls_ca: Option<(PathBuf, PathBuf)>,
+    /// Every broker of the cluster, this one included: id -> `host:port`
+    /// (empty: a single-broker cluster of this broker alone).
+    pub peers: BTreeMap<u32, String>,
+    /// A broker silent for this long is dead for the controller.
+    pub session_timeout: Duration,
+    /// How often brokers heartbeat the controller.
+    pub heartbeat_interval: Duration,
+    /// Replication settings (ISR lag time).
+    pub replication: ReplicationConfig,
     /// When acknowledged writes reach the disk.
     pub durability: DurabilityPolicy,
     /// Largest batch accepted.
@@ -56,6 +75,12 @@ impl BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             advertised_addr: None,
             tls_cert: None,
+            tls_peer_ca: None,
+            tls_ca: None,
+            peers: BTreeMap::new(),
+            session_timeout: Duration::from_millis(1500),
+            heartbeat_interval: Duration::from_millis(100),
+            replication: ReplicationConfig::default(),
             durability: DurabilityPolicy::EveryCommit,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
@@ -82,6 +107,9 @@ pub enum BrokerError {
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The metadata quorum could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] ClusterError),
 }
 
 /// A broker serving requests. Dropping it without [`Broker::shutdown`] leaves
@@ -91,11 +119,16 @@ pub struct Broker {
     ca_path: PathBuf,
     store: Arc<Store>,
     runtime: Arc<Runtime>,
+    cluster: Arc<Cluster>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     retention: JoinHandle<()>,
     group_ticker: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
 }
+
+/// How long a single-broker cluster may take to elect itself at start.
+const SINGLE_NODE_READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Broker {
     /// Opens storage, binds the endpoint and starts serving.
@@ -109,9 +142,44 @@ impl Broker {
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Storage(format!("cannot create {}: {e}", config.data_dir.display())))?;
-        let identity = match &config.tls_cert {
-            Some((cert, key)) => tls::load(cert, key)?,
-            None => {
+        if config.broker_id == 0 {
+            return Err(BrokerError::Config("broker ids start at 1 (0 means \"no broker\")".into()));
+        }
+        if !config.peers.is_empty() && !config.peers.contains_key(&config.broker_id) {
+            return Err(BrokerError::Config(format!(
+                "--peers does not list this broker (id {}); list every broker, this one included",
+                config.broker_id
+            )));
+        }
+        let multi = config.peers.len() > 1;
+        if multi && config.tls_ca.is_none() && config.tls_cert.is_none() {
+            return Err(BrokerError::Config(
+                "a cluster of several brokers needs one CA for all of them: create one with `eddy ca create --out DIR` \
+                 and give every broker --tls-ca-cert DIR/ca.pem --tls-ca-key DIR/ca.key (or --tls-cert/--tls-key \
+                 signed by one CA, with --tls-peer-ca)"
+                    .into(),
+            ));
+        }
+        let mut names = Vec::new();
+        if !config.listen.ip().is_unspecified() {
+            names.push(config.listen.ip().to_string());
+        }
+        let own_addr = config.advertised_addr.clone().or_else(|| config.peers.get(&config.broker_id).cloned());
+        if let Some(adv) = &own_addr {
+            if let Some((host, _)) = adv.rsplit_once(':') {
+                names.push(host.trim_matches(['[', ']']).to_string());
+            }
+        }
+        let identity = match (&config.tls_cert, &config.tls_ca) {
+            (Some((cert, key)), _) => {
+                let mut identity = tls::load(cert, key)?;
+                if let Some(ca) = &config.tls_peer_ca {
+                    identity.ca_path = ca.clone();
+                }
+                identity
+            }
+            (None, Some((ca_cert, ca_key))) => tls::load_or_issue(&config.data_dir, ca_cert, ca_key, &names)?,
+            (None, None) => {
                 let mut names = Vec::new();
                 if !config.listen.ip().is_unspecified() {
                     names.push(config.listen.ip().to_string());
@@ -128,35 +196,73 @@ impl Broker {
         // Deploys validate (and compile) modules with it; an embedded worker
         // reuses it, so a module compiled at deploy time is not compiled again.
         let runtime = Arc::new(Runtime::new(Some(config.data_dir.join("wasm-cache")))?);
-        let store =
-            Arc::new(Store::open(StoreConfig { path: store_path(&config.data_dir), durability: config.durability })?);
+        let store = Arc::new(Store::open(StoreConfig {
+            path: store_path(&config.data_dir),
+            durability: config.durability,
+            broker_id: config.broker_id,
+        })?);
         let endpoint = crate::server::endpoint(config.listen, server_tls)
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
+        let advertised = own_addr.clone().unwrap_or_else(|| local_addr.to_string());
+        let mut cluster_config =
+            ClusterConfig::single(config.broker_id, advertised.clone(), config.data_dir.clone(), identity.ca_path.clone());
+        if !config.peers.is_empty() {
+            cluster_config.brokers = config.peers.clone();
+        }
+        cluster_config.session_timeout = config.session_timeout;
+        cluster_config.heartbeat_interval = config.heartbeat_interval;
+        let cluster = Cluster::start(cluster_config, store.clone()).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let groups = GroupService::new(store.clone());
+        let replicas = ReplicaManager::new(cluster.clone(), store.clone(), config.replication);
+        let groups = GroupService::new(store.clone(), cluster.clone());
         let group_ticker = groups.spawn_ticker(shutdown_rx.clone());
         let handlers = Arc::new(Handlers::new(
             store.clone(),
             groups,
             runtime.clone(),
+            replicas.clone(),
             HandlerConfig {
                 broker_id: config.broker_id,
-                advertised_addr: config.advertised_addr.clone().unwrap_or_else(|| local_addr.to_string()),
+                advertised_addr: advertised,
                 max_batch_bytes: config.max_batch_bytes,
                 max_record_bytes: config.max_record_bytes,
             },
             shutdown_rx.clone(),
         ));
         let server = tokio::spawn(crate::server::serve(endpoint, handlers, shutdown_rx.clone()));
+        let mut background = cluster.spawn(shutdown_rx.clone());
+        background.push(replicas.spawn(shutdown_rx.clone()));
         let retention = tokio::spawn(retention_loop(store.clone(), config.retention_check_interval, shutdown_rx));
+        if !multi {
+            // A broker alone elects itself at once: be ready before announcing.
+            let deadline = tokio::time::Instant::now() + SINGLE_NODE_READY_TIMEOUT;
+            while !cluster.is_ready() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if !cluster.is_ready() {
+                warn!("the single-broker metadata quorum is not ready yet; requests may be refused for a moment");
+            }
+            replicas.reconcile();
+        }
         // Tests and scripts started with port 0 read the bound address here.
         let addr_file = config.data_dir.join("broker.addr");
         if let Err(e) = std::fs::write(&addr_file, local_addr.to_string()) {
             warn!(file = %addr_file.display(), error = %e, "cannot write the address file");
         }
         crate::server::announce(config.broker_id, local_addr, &identity.ca_path);
-        Ok(Self { local_addr, ca_path: identity.ca_path, store, runtime, shutdown, server, retention, group_ticker })
+        Ok(Self {
+            local_addr,
+            ca_path: identity.ca_path,
+            store,
+            runtime,
+            cluster,
+            shutdown,
+            server,
+            retention,
+            group_ticker,
+            background,
+        })
     }
 
     /// The bound address.
@@ -183,6 +289,11 @@ impl Broker {
         self.runtime.clone()
     }
 
+    /// This broker's membership in the cluster.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// Stops accepting work, finishes in-flight requests, commits and closes.
     pub async fn shutdown(self) {
         info!("shutting down");
@@ -190,6 +301,10 @@ impl Broker {
         let _ = self.server.await;
         let _ = self.retention.await;
         let _ = self.group_ticker.await;
+        for task in self.background {
+            let _ = task.await;
+        }
+        self.cluster.shutdown().await;
         self.store.close().await;
         info!("shutdown complete");
     }

@@ -4,10 +4,14 @@
 //! * [`tls`]: the broker's certificate (generated on first start).
 //! * [`server`]: the QUIC endpoint, connection and stream handling, request dispatch.
 //! * [`groups`]: consumer-group coordinator, assignors and committed offsets.
+//! * [`cluster`]: the metadata quorum (openraft), the controller, peer connections.
+//! * [`replication`]: leader and follower duties of partition replicas.
 //! * [`broker`]: wiring of the above into a running broker with clean shutdown.
 
 pub mod broker;
+pub mod cluster;
 pub mod groups;
+pub mod replication;
 pub mod server;
 pub mod store;
 pub mod tls;

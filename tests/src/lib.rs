@@ -107,6 +107,16 @@ impl BrokerProcess {
         Self::start_with(&[])
     }
 
+    /// Starts a broker in `dir` listening on `addr` (a fixed port), with
+    /// extra `eddy broker` arguments; waits until it writes its address file
+    /// (it may not be ready to serve yet if it is one of several brokers).
+    pub fn start_in(dir: PathBuf, addr: SocketAddr, extra_args: &[String]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let mut broker = Self { child: None, dir, _tempdir: None, addr, extra_args: extra_args.to_vec() };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
     /// Like [`start`](Self::start) with extra `eddy broker` arguments.
     pub fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
         let tempdir = tempfile::Builder::new().prefix("eddy-test-").tempdir()?;
@@ -224,6 +234,22 @@ impl BrokerProcess {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
         self.spawn()
+    }
+
+    /// Whether the process is running (not killed or reaped).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) to the process.
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let Some(pid) = self.pid() else { bail!("broker is not running") };
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        if rc != 0 {
+            bail!("kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Runs the `eddy` CLI against this broker with `stdin` as input.
@@ -392,5 +418,132 @@ impl Drop for CliProcess {
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Free UDP ports on 127.0.0.1, reserved by binding and releasing them (a
+/// broker of a cluster must know every other broker's port before it starts).
+pub fn free_udp_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let sockets: Vec<std::net::UdpSocket> =
+        (0..n).map(|_| std::net::UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    Ok(sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+}
+
+/// A cluster of `eddy broker` processes on 127.0.0.1 sharing one cluster CA,
+/// each with its own temporary data directory. Killed when dropped.
+pub struct ClusterProcess {
+    brokers: Vec<BrokerProcess>,
+    ca: PathBuf,
+    _tempdir: tempfile::TempDir,
+}
+
+impl ClusterProcess {
+    /// Starts `n` brokers (ids 1..=n) with `extra_args` for each, and waits
+    /// until the metadata quorum has a controller and every broker serves.
+    pub async fn start(n: usize, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let tempdir = tempfile::Builder::new().prefix("eddy-cluster-").tempdir()?;
+        let ca_dir = tempdir.path().join("ca");
+        let out = eddy(&["ca", "create", "--out", ca_dir.to_str().context("UTF-8 temp path")?], b"")?;
+        if !out.status.success() {
+            bail!("eddy ca create failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let ports = free_udp_ports(n)?;
+        let peers: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
+        let peers = peers.join(",");
+        let mut brokers = Vec::with_capacity(n);
+        for (i, port) in ports.iter().enumerate() {
+            let id = (i + 1).to_string();
+            let mut args: Vec<String> = vec![
+                "--id".into(),
+                id,
+                "--peers".into(),
+                peers.clone(),
+                "--tls-ca-cert".into(),
+                ca_dir.join("ca.pem").to_string_lossy().into_owned(),
+                "--tls-ca-key".into(),
+                ca_dir.join("ca.key").to_string_lossy().into_owned(),
+            ];
+            args.extend(extra_args.iter().map(|s| s.to_string()));
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+            brokers.push(BrokerProcess::start_in(tempdir.path().join(format!("broker-{}", i + 1)), addr, &args)?);
+        }
+        let cluster = Self { brokers, ca: ca_dir.join("ca.pem"), _tempdir: tempdir };
+        cluster.wait_for_controller(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    /// Broker `id` (1-based).
+    pub fn broker(&self, id: u32) -> &BrokerProcess {
+        &self.brokers[id as usize - 1]
+    }
+
+    /// Broker `id` (1-based), to kill, pause or restart it.
+    pub fn broker_mut(&mut self, id: u32) -> &mut BrokerProcess {
+        &mut self.brokers[id as usize - 1]
+    }
+
+    /// The broker ids.
+    pub fn ids(&self) -> Vec<u32> {
+        (1..=self.brokers.len() as u32).collect()
+    }
+
+    /// Every broker's address, comma-separated (a client's bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.brokers.iter().map(|b| b.addr().to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The cluster CA file clients trust.
+    pub fn ca(&self) -> PathBuf {
+        self.ca.clone()
+    }
+
+    /// A client configuration bootstrapping from every broker.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(self.bootstrap()).ca_file(self.ca())
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.client_config()).await?)
+    }
+
+    /// Waits until some broker reports a controller.
+    pub async fn wait_for_controller(&self, limit: Duration) -> anyhow::Result<u32> {
+        let deadline = Deadline::after(limit);
+        loop {
+            for b in self.brokers.iter().filter(|b| b.is_running()) {
+                let Ok(client) = Client::connect(ClientConfig::new(b.addr().to_string()).ca_file(self.ca())).await
+                else {
+                    continue;
+                };
+                let req = eddy_protocol::messages::MetadataRequest { topics: Some(vec![]) };
+                if let Ok(resp) = client.request(&req).await {
+                    if resp.controller != 0 {
+                        return Ok(resp.controller);
+                    }
+                }
+            }
+            deadline.check(|| "a controller to be elected".into())?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every broker's log so far, for failure messages.
+    pub fn logs(&self) -> String {
+        self.brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("===== broker {} =====\n{}", i + 1, b.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs the `eddy` CLI against the cluster with `stdin` as input.
+    pub fn cli(&self, args: &[&str], stdin: &[u8]) -> anyhow::Result<std::process::Output> {
+        let bootstrap = self.bootstrap();
+        let ca = self.ca();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--broker", &bootstrap, "--ca", ca.to_str().expect("UTF-8 temp path")]);
+        eddy(&all, stdin)
     }
 }

@@ -72,6 +72,12 @@ pub struct ProduceBench {
     /// Partitions of the topic if it is created.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// Replication factor of the topic if it is created.
+    #[arg(long, default_value_t = 1)]
+    replication: u16,
+    /// min-insync-replicas of the topic if it is created (0: the default, 1).
+    #[arg(long, default_value_t = 0)]
+    min_insync_replicas: u16,
     /// Acknowledgements: 0, 1 or all.
     #[arg(long, default_value = "1", value_parser = parse_acks)]
     acks: Acks,
@@ -153,7 +159,10 @@ fn acks_name(a: Acks) -> &'static str {
 async fn produce(b: ProduceBench) -> anyhow::Result<()> {
     anyhow::ensure!(b.producers > 0, "--producers must be at least 1");
     let admin = Admin::new(b.client.connect().await?);
-    match admin.create_topic(NewTopic::new(b.topic.clone(), b.partitions)).await {
+    let topic = NewTopic::new(b.topic.clone(), b.partitions)
+        .replication_factor(b.replication)
+        .min_insync_replicas(b.min_insync_replicas);
+    match admin.create_topic(topic).await {
         Ok(_) => {}
         Err(ClientError::Broker { code: eddy_sdk::protocol::ErrorCode::TopicAlreadyExists, .. }) => {}
         Err(e) => return Err(e).context("creating the bench topic"),

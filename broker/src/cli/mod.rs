@@ -2,9 +2,11 @@
 
 mod bench;
 mod bench_processor;
+mod ca;
 mod common;
 mod consume;
 mod group;
+mod log;
 mod processor;
 mod produce;
 mod runtime;
@@ -29,6 +31,9 @@ enum Command {
     Broker(serve::BrokerArgs),
     /// Run a single-node broker with development defaults.
     Dev(serve::DevArgs),
+    /// Create the certificate authority of a cluster.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -44,6 +49,9 @@ enum Command {
     Processor(processor::ProcessorCommand),
     /// Run a standalone processor worker that joins the processors' groups on a broker.
     Runtime(runtime::RuntimeArgs),
+    /// Inspect a stopped broker's partition logs.
+    #[command(subcommand)]
+    Log(log::LogCommand),
     /// Measure throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,12 +73,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Broker(args) => serve::broker(args).await,
         Command::Dev(args) => serve::dev(args).await,
+        Command::Ca(cmd) => ca::run(cmd),
         Command::Topic(cmd) => topic::run(cmd).await,
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Group(cmd) => group::run(cmd).await,
         Command::Processor(cmd) => processor::run(cmd).await,
         Command::Runtime(args) => runtime::run(args).await,
+        Command::Log(cmd) => log::run(cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
 }

@@ -42,9 +42,27 @@ struct ServeArgs {
     /// This broker's id.
     #[arg(long, default_value_t = 1)]
     id: u32,
-    /// Cluster members as ID@HOST:PORT,... (a single-node broker lists only itself or nothing).
+    /// Every broker of the cluster, this one included, as ID@HOST:PORT,...
+    /// (the addresses clients and brokers reach them at). Omit for a single broker.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Cluster CA certificate (from `eddy ca create`) that signs this broker's
+    /// certificate; give every broker of a cluster the same one.
+    #[arg(long, requires = "tls_ca_key")]
+    tls_ca_cert: Option<PathBuf>,
+    /// Private key of --tls-ca-cert.
+    #[arg(long, requires = "tls_ca_cert")]
+    tls_ca_key: Option<PathBuf>,
+    /// With --tls-cert: the CA that the other brokers' certificates verify against.
+    #[arg(long, requires = "tls_cert")]
+    tls_peer_ca: Option<PathBuf>,
+    /// A broker silent this long is declared dead by the controller, which
+    /// moves its partitions' leadership, in ms.
+    #[arg(long, default_value_t = 1500)]
+    session_timeout_ms: u64,
+    /// A follower not caught up for this long leaves the ISR, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    replica_lag_time_ms: u64,
     /// Address clients should use to reach this broker.
     #[arg(long)]
     advertised_addr: Option<String>,
@@ -78,15 +96,12 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn config(&self, data_dir: PathBuf) -> anyhow::Result<BrokerConfig> {
-        let others: Vec<&String> = self.peers.iter().filter(|p| !p.starts_with(&format!("{}@", self.id))).collect();
-        if !others.is_empty() {
-            anyhow::bail!(
-                "--peers names other brokers ({}), but this build runs single-node brokers only; \
-                 replication arrives with the cluster release",
-                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-            );
-        }
         let mut config = BrokerConfig::new(data_dir);
+        config.peers = parse_peers(&self.peers)?;
+        config.tls_ca = self.tls_ca_cert.clone().zip(self.tls_ca_key.clone());
+        config.tls_peer_ca = self.tls_peer_ca.clone();
+        config.session_timeout = Duration::from_millis(self.session_timeout_ms.max(100));
+        config.replication.replica_lag_time = Duration::from_millis(self.replica_lag_time_ms.max(100));
         config.broker_id = self.id;
         config.listen = self.listen;
         config.advertised_addr = self.advertised_addr.clone();
@@ -100,6 +115,29 @@ impl ServeArgs {
         config.retention_check_interval = Duration::from_millis(self.retention_check_ms.max(10));
         Ok(config)
     }
+}
+
+/// Parses `ID@HOST:PORT` entries into id -> address.
+fn parse_peers(peers: &[String]) -> anyhow::Result<std::collections::BTreeMap<u32, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in peers.iter().filter(|p| !p.trim().is_empty()) {
+        let (id, addr) = p
+            .split_once('@')
+            .ok_or_else(|| anyhow::anyhow!("--peers entry '{p}' is not ID@HOST:PORT (e.g. 1@10.0.0.1:9400)"))?;
+        let id: u32 = id.trim().parse().map_err(|_| anyhow::anyhow!("--peers entry '{p}': '{id}' is not a broker id"))?;
+        if id == 0 {
+            anyhow::bail!("--peers entry '{p}': broker ids start at 1");
+        }
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => anyhow::bail!("--peers entry '{p}': '{addr}' is not HOST:PORT"),
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            anyhow::bail!("--peers lists broker {id} twice");
+        }
+    }
+    Ok(out)
 }
 
 /// Runs a broker until SIGINT/SIGTERM.

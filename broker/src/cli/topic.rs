@@ -17,9 +17,13 @@ pub enum TopicCommand {
         /// Number of partitions.
         #[arg(short, long, default_value_t = 1)]
         partitions: u32,
-        /// Replication factor.
+        /// Replication factor (at most the number of live brokers).
         #[arg(short, long, default_value_t = 1)]
         replication: u16,
+        /// acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas
+        /// are in sync (default 1, at most the replication factor).
+        #[arg(long)]
+        min_insync_replicas: Option<u16>,
         /// Delete records older than this many ms.
         #[arg(long)]
         retention_ms: Option<u64>,
@@ -74,11 +78,13 @@ fn topic_json(t: &TopicMetadata) -> serde_json::Value {
     json!({
         "name": t.name,
         "replication_factor": t.replication_factor,
+        "min_insync_replicas": t.min_insync_replicas,
         "retention_ms": t.retention_ms,
         "retention_bytes": t.retention_bytes,
         "partitions": t.partitions.iter().map(|p| json!({
             "partition": p.partition,
             "leader": p.leader,
+            "leader_epoch": p.leader_epoch,
             "replicas": p.replicas,
             "isr": p.isr,
             "log_start": p.log_start,
@@ -91,25 +97,51 @@ fn topic_json(t: &TopicMetadata) -> serde_json::Value {
 fn print_topic(t: &TopicMetadata) {
     let retention = |v: Option<u64>, unit: &str| v.map_or("unlimited".to_string(), |v| format!("{v} {unit}"));
     println!(
-        "topic {}  partitions {}  replication {}  retention {} / {}",
+        "topic {}  partitions {}  replication {}  min-insync {}  retention {} / {}",
         t.name,
         t.partitions.len(),
         t.replication_factor,
+        t.min_insync_replicas,
         retention(t.retention_ms, "ms"),
         retention(t.retention_bytes, "bytes")
     );
-    println!("{:>9} {:>7} {:>12} {:>12} {:>14}", "partition", "leader", "log start", "log end", "bytes");
+    let list = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    println!(
+        "{:>9} {:>7} {:>6} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "partition", "leader", "epoch", "replicas", "isr", "log start", "log end", "bytes"
+    );
     for p in &t.partitions {
-        println!("{:>9} {:>7} {:>12} {:>12} {:>14}", p.partition, p.leader, p.log_start, p.log_end, p.size_bytes);
+        let leader = if p.leader == 0 { "none".to_string() } else { p.leader.to_string() };
+        println!(
+            "{:>9} {:>7} {:>6} {:>10} {:>10} {:>12} {:>12} {:>14}",
+            p.partition,
+            leader,
+            p.leader_epoch,
+            list(&p.replicas),
+            list(&p.isr),
+            p.log_start,
+            p.log_end,
+            p.size_bytes
+        );
     }
 }
 
 /// Runs a topic subcommand.
 pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
     match cmd {
-        TopicCommand::Create { name, partitions, replication, retention_ms, retention_bytes, client } => {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication,
+            min_insync_replicas,
+            retention_ms,
+            retention_bytes,
+            client,
+        } => {
             let admin = Admin::new(client.connect().await?);
-            let mut topic = NewTopic::new(name, partitions).replication_factor(replication);
+            let mut topic = NewTopic::new(name, partitions)
+                .replication_factor(replication)
+                .min_insync_replicas(min_insync_replicas.unwrap_or(0));
             topic.retention_ms = retention_ms;
             topic.retention_bytes = retention_bytes;
             let t = admin.create_topic(topic).await?;

@@ -1,6 +1,8 @@
 //! Drives the [`Coordinator`] from requests: joins and heartbeats wait on a
 //! change counter bumped after every state change; a ticker expires sessions
-//! and overdue rebalances. Committed offsets go through the store.
+//! and overdue rebalances. Committed offsets are commands of the metadata
+//! log (replicated to every broker before a commit is acknowledged); the
+//! coordinator runs on the controller (other brokers forward group requests).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::coordinator::{Coordinator, GroupError, GroupState, JoinArgs, JoinStatus};
-use crate::store::{Store, StoreError};
+use crate::cluster::{Cluster, Refusal};
+use crate::store::{MetaCommand, Store, StoreError};
 
 /// How often sessions and rebalance deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(50);
@@ -23,6 +26,12 @@ const JOIN_GRACE: Duration = Duration::from_secs(5);
 impl From<StoreError> for GroupError {
     fn from(e: StoreError) -> Self {
         GroupError { code: e.code(), message: e.to_string() }
+    }
+}
+
+impl From<Refusal> for GroupError {
+    fn from(r: Refusal) -> Self {
+        GroupError { code: r.code, message: r.message }
     }
 }
 
@@ -39,13 +48,15 @@ pub struct GroupService {
     coordinator: Mutex<Coordinator>,
     changes: watch::Sender<u64>,
     store: Arc<Store>,
+    cluster: Arc<Cluster>,
 }
 
 impl GroupService {
-    /// A service storing offsets in `store`.
-    pub fn new(store: Arc<Store>) -> Arc<Self> {
+    /// A service reading committed offsets from `store` and committing them
+    /// through `cluster`'s metadata log.
+    pub fn new(store: Arc<Store>, cluster: Arc<Cluster>) -> Arc<Self> {
         let (changes, _) = watch::channel(0);
-        Arc::new(Self { coordinator: Mutex::new(Coordinator::new()), changes, store })
+        Arc::new(Self { coordinator: Mutex::new(Coordinator::new()), changes, store, cluster })
     }
 
     fn partitions(&self) -> BTreeMap<String, u32> {
@@ -169,8 +180,8 @@ impl GroupService {
     pub async fn commit(&self, req: OffsetCommitRequest) -> Result<(), GroupError> {
         let tps: Vec<(String, u32)> = req.offsets.iter().map(|o| (o.topic.clone(), o.partition)).collect();
         self.check_commit(&req.group, &req.member_id, req.generation, &tps)?;
-        let entries = req.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
-        self.store.commit_offsets(&req.group, entries).await?;
+        let offsets = req.offsets.into_iter().map(|o| (o.topic, o.partition, o.offset, o.metadata)).collect();
+        self.cluster.propose(MetaCommand::CommitOffsets { group: req.group, offsets }).await?;
         Ok(())
     }
 

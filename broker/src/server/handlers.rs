@@ -1,6 +1,12 @@
 //! Request dispatch: decodes a frame, runs the request against the store, and
 //! encodes the response frame. One function per API key; the processor
 //! requests (30-37) are in `handlers/processors.rs`.
+//!
+//! In a cluster: produce, fetch and list-offsets are served by the partition
+//! leader only (NOT_LEADER elsewhere); requests on cluster-wide state (admin,
+//! groups, processors, producer ids) are served by the controller and
+//! forwarded to it by every other broker; Raft, replica-fetch, metadata-write
+//! and heartbeat requests come from other brokers.
 
 mod processors;
 
@@ -8,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use eddy_protocol::batch::{BatchError, BatchLimits, BatchView};
 use eddy_protocol::codec::{from_bytes, to_bytes, DecodeError, Wire};
 use eddy_protocol::frame::{response_frame, split_request, ApiKey, PROTOCOL_VERSION};
@@ -19,9 +25,11 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::PendingResponse;
+use crate::cluster::{plan, Cluster, Refusal};
 use crate::groups::coordinator::GroupError;
 use crate::groups::GroupService;
-use crate::store::{Store, StoreError, TopicConfig, TopicState};
+use crate::replication::ReplicaManager;
+use crate::store::{MetaCommand, Store, StoreError, TopicConfig, TopicState};
 pub use processors::{
     validate_processor_name, LOGS_RETENTION_MS, MAX_MODULE_BYTES, MAX_PARAMS_BYTES, MAX_PROCESSOR_INPUTS,
     MAX_PROCESSOR_NAME_BYTES, MAX_PROCESSOR_PARALLELISM, MAX_STATE_SCAN_BYTES,
@@ -52,6 +60,12 @@ impl From<StoreError> for Failure {
             body.log_end = Some(log_end);
         }
         Self { code, body }
+    }
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Self::new(r.code, r.message)
     }
 }
 
@@ -101,6 +115,14 @@ fn fetch_frame(result: Result<FetchResponse, Failure>) -> Vec<Bytes> {
     vec![header.freeze(), resp.records]
 }
 
+/// A replica-fetch response frame, the stored records sent without a copy.
+fn replica_fetch_frame(result: Result<ReplicaFetchResponse, Failure>) -> Bytes {
+    match result {
+        Ok(resp) => response_frame(0, &to_bytes(&resp)),
+        Err(f) => error_frame(f.code, f.body),
+    }
+}
+
 /// Limits and identity the handlers apply.
 #[derive(Debug, Clone)]
 pub struct HandlerConfig {
@@ -120,20 +142,54 @@ pub struct Handlers {
     store: Arc<Store>,
     groups: Arc<GroupService>,
     runtime: Arc<eddy_runtime::Runtime>,
+    cluster: Arc<Cluster>,
+    replicas: Arc<ReplicaManager>,
     config: HandlerConfig,
     shutdown: watch::Receiver<bool>,
 }
 
+/// Requests on cluster-wide state: served by the controller, forwarded to it by other brokers.
+fn served_by_controller(key: ApiKey) -> bool {
+    matches!(
+        key,
+        ApiKey::InitProducerId
+            | ApiKey::CreateTopic
+            | ApiKey::DeleteTopic
+            | ApiKey::CreatePartitions
+            | ApiKey::JoinGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroup
+            | ApiKey::DeployProcessor
+            | ApiKey::ListProcessors
+            | ApiKey::DescribeProcessor
+            | ApiKey::DeleteProcessor
+            | ApiKey::FetchProcessorModule
+            | ApiKey::CommitProcessorBatch
+            | ApiKey::StateScan
+            | ApiKey::StopProcessor
+    )
+}
+
+/// Longest an acks=all produce waits for the in-sync replicas.
+const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Handlers {
-    /// Handlers over `store`; deploys validate modules on `runtime`.
+    /// Handlers over `store`; deploys validate modules on `runtime`;
+    /// replication and cluster duties through `replicas`.
     pub fn new(
         store: Arc<Store>,
         groups: Arc<GroupService>,
         runtime: Arc<eddy_runtime::Runtime>,
+        replicas: Arc<ReplicaManager>,
         config: HandlerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        Self { store, groups, runtime, config, shutdown }
+        let cluster = replicas.cluster().clone();
+        Self { store, groups, runtime, cluster, replicas, config, shutdown }
     }
 
     /// Handles one request frame (length prefix removed). Returns the pending
@@ -141,6 +197,7 @@ impl Handlers {
     /// Work that must happen in request order (queueing appends) is done before
     /// this returns; the rest happens when the response future runs.
     pub async fn dispatch(self: &Arc<Self>, frame: Bytes, remote: SocketAddr) -> Option<PendingResponse> {
+        let frame_len = frame.len();
         let (header, payload) = match split_request(frame) {
             Ok(parts) => parts,
             Err(e) => {
@@ -159,6 +216,16 @@ impl Handlers {
             return Some(ready(error_frame(ErrorCode::UnsupportedVersion, ErrorResponse::message(msg))));
         }
         let this = self.clone();
+        if served_by_controller(key) && !self.cluster.is_controller() {
+            // The whole frame again, length prefix included, for the controller.
+            let mut full = BytesMut::with_capacity(4 + frame_len);
+            full.put_u32_le(frame_len as u32);
+            full.put_u16_le(header.api_key);
+            full.put_u16_le(header.api_version);
+            full.extend_from_slice(&payload);
+            let full = full.freeze();
+            return Some(Box::pin(async move { vec![this.cluster.forward(full).await] }));
+        }
         match key {
             ApiKey::Produce => self.produce(payload).await,
             ApiKey::Fetch => Some(Box::pin(async move { fetch_frame(this.fetch(payload).await) })),
@@ -226,16 +293,33 @@ impl Handlers {
             }
             ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload).await)] })),
             ApiKey::StopProcessor => Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload).await)] })),
-            ApiKey::InitProducerId
-            | ApiKey::ReplicaFetch
-            | ApiKey::RaftAppend
-            | ApiKey::RaftVote
-            | ApiKey::RaftSnapshot
-            | ApiKey::MetadataWrite
-            | ApiKey::BrokerHeartbeat => {
-                let msg = format!("{key:?} is not served by this broker yet");
-                Some(ready(error_frame(ErrorCode::UnknownApiKey, ErrorResponse::message(msg))))
-            }
+            ApiKey::InitProducerId => Some(Box::pin(async move { vec![frame_of(this.init_producer_id(payload).await)] })),
+            ApiKey::ReplicaFetch => Some(Box::pin(async move {
+                let r = async {
+                    let req: ReplicaFetchRequest = from_bytes(payload)?;
+                    Ok(this.replicas.serve_fetch(req, this.shutdown.clone()).await?)
+                };
+                vec![replica_fetch_frame(r.await)]
+            })),
+            ApiKey::RaftAppend | ApiKey::RaftVote | ApiKey::RaftSnapshot => Some(Box::pin(async move {
+                let r = async {
+                    let msg: RaftMessage = from_bytes(payload)?;
+                    Ok(this.cluster.serve_raft(key, msg.payload).await?)
+                };
+                vec![frame_of(r.await)]
+            })),
+            ApiKey::MetadataWrite => Some(Box::pin(async move {
+                let r = async {
+                    let msg: RaftMessage = from_bytes(payload)?;
+                    Ok(this.cluster.serve_metadata_write(msg.payload).await?)
+                };
+                vec![frame_of(r.await)]
+            })),
+            ApiKey::BrokerHeartbeat => Some(ready(frame_of(
+                from_bytes::<BrokerHeartbeatRequest>(payload)
+                    .map_err(Failure::from)
+                    .and_then(|req| Ok(self.cluster.serve_heartbeat(req)?)),
+            ))),
         }
     }
 
@@ -246,7 +330,7 @@ impl Handlers {
         }
     }
 
-    async fn produce(&self, payload: Bytes) -> Option<PendingResponse> {
+    async fn produce(self: &Arc<Self>, payload: Bytes) -> Option<PendingResponse> {
         let req: ProduceRequest = match from_bytes(payload) {
             Ok(r) => r,
             Err(e) => return Some(ready(frame_of::<Empty>(Err(e.into())))),
@@ -255,15 +339,22 @@ impl Handlers {
         let mut parts = Vec::with_capacity(req.partitions.len());
         for pb in req.partitions {
             let partition = pb.partition;
-            let queued = match BatchView::validate(pb.batch, limits) {
-                Ok(view) => self.store.append(&req.topic, partition, view.into_bytes()).await.map_err(Failure::from),
-                Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => {
-                    Err(Failure::new(ErrorCode::RecordTooLarge, format!("{}/{partition}: {e}", req.topic)))
-                }
-                Err(e) => Err(Failure::new(
-                    ErrorCode::CorruptBatch,
-                    format!("{}/{partition}: corrupt batch refused: {e}", req.topic),
-                )),
+            let queued = match self.check_produce(&req.topic, partition, req.acks) {
+                Err(f) => Err(f),
+                Ok(epoch) => match BatchView::validate(pb.batch, limits) {
+                    Ok(view) => self
+                        .store
+                        .append(&req.topic, partition, view.into_bytes(), epoch)
+                        .await
+                        .map_err(Failure::from),
+                    Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => {
+                        Err(Failure::new(ErrorCode::RecordTooLarge, format!("{}/{partition}: {e}", req.topic)))
+                    }
+                    Err(e) => Err(Failure::new(
+                        ErrorCode::CorruptBatch,
+                        format!("{}/{partition}: corrupt batch refused: {e}", req.topic),
+                    )),
+                },
             };
             parts.push((partition, queued));
         }
@@ -276,11 +367,22 @@ impl Handlers {
             }
             return None;
         }
+        let this = self.clone();
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms)).clamp(Duration::from_millis(1), MAX_PRODUCE_TIMEOUT);
         Some(Box::pin(async move {
             let mut out = Vec::with_capacity(parts.len());
             for (partition, queued) in parts {
                 let result = match queued {
-                    Ok(durable) => durable.await.map_err(Failure::from),
+                    Ok(durable) => match durable.await.map_err(Failure::from) {
+                        Ok(appended) if req.acks == Acks::All => this
+                            .replicas
+                            .wait_replicated(&req.topic, partition, appended.next_offset, timeout)
+                            .await
+                            .map(|()| appended.base_offset)
+                            .map_err(Failure::from),
+                        Ok(appended) => Ok(appended.base_offset),
+                        Err(f) => Err(f),
+                    },
                     Err(f) => Err(f),
                 };
                 out.push(match result {
@@ -299,12 +401,32 @@ impl Handlers {
         }))
     }
 
+    /// Checks that this broker may append to `topic/partition` now (it leads
+    /// it; for acks=all, the ISR is large enough) and returns the leader
+    /// epoch to stamp.
+    fn check_produce(&self, topic: &str, partition: u32, acks: Acks) -> Result<u32, Failure> {
+        let (t, _) = self.replicas.leader_partition(topic, partition)?;
+        let a = &t.config.assignments[partition as usize];
+        let min = t.config.min_insync_replicas.max(1) as usize;
+        if acks == Acks::All && a.isr.len() < min {
+            return Err(Failure::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{topic}/{partition} has {} in-sync replicas ({:?}), fewer than its min-insync-replicas {min}",
+                    a.isr.len(),
+                    a.isr
+                ),
+            ));
+        }
+        Ok(a.leader_epoch)
+    }
+
     async fn fetch(&self, payload: Bytes) -> Result<FetchResponse, Failure> {
         let req: FetchRequest = from_bytes(payload)?;
         let max_bytes = req.max_bytes.clamp(1, MAX_FRAME_BYTES - 1024) as usize;
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
-        let (_, partition) = self.store.partition(&req.topic, req.partition)?;
-        let mut changes = partition.subscribe();
+        let (_, partition) = self.replicas.leader_partition(&req.topic, req.partition)?;
+        let mut changes = partition.subscribe_hw();
         let mut shutdown = self.shutdown.clone();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -332,21 +454,41 @@ impl Handlers {
 
     fn list_offsets(&self, payload: Bytes) -> Result<ListOffsetsResponse, Failure> {
         let req: ListOffsetsRequest = from_bytes(payload)?;
-        let (_, p) = self.store.partition(&req.topic, req.partition)?;
-        let o = p.offsets();
+        let (_, p) = self.replicas.leader_partition(&req.topic, req.partition)?;
         let offset = match req.spec {
-            OffsetSpec::Earliest => o.log_start,
-            OffsetSpec::Latest => o.log_end,
+            OffsetSpec::Earliest => p.offsets().log_start,
+            // Consumers can read up to the high watermark only.
+            OffsetSpec::Latest => p.high_watermark(),
         };
         Ok(ListOffsetsResponse { offset })
     }
 
+    /// The log start and high watermark of a partition, from its leader
+    /// (this broker, or asked over the network).
+    pub(crate) async fn partition_bounds(&self, topic: &str, partition: u32) -> Result<(u64, u64), Failure> {
+        let (t, p) = self.store.partition(topic, partition)?;
+        let leader = t.config.assignments.get(partition as usize).map_or(0, |a| a.leader);
+        if leader == self.cluster.broker_id() {
+            return Ok((p.offsets().log_start, p.high_watermark()));
+        }
+        let peer = self.cluster.peers().get(leader).ok_or_else(|| {
+            Failure::new(ErrorCode::LeaderNotAvailable, format!("{topic}/{partition} has no leader now; retry shortly"))
+        })?;
+        let ask = |spec| ListOffsetsRequest { topic: topic.to_string(), partition, spec };
+        let timeout = Duration::from_secs(10);
+        let unavailable = |e: crate::cluster::peer::PeerError| {
+            Failure::new(ErrorCode::LeaderNotAvailable, format!("cannot ask the leader of {topic}/{partition}: {e}"))
+        };
+        let start = peer.request(&ask(OffsetSpec::Earliest), timeout).await.map_err(unavailable)?.offset;
+        let end = peer.request(&ask(OffsetSpec::Latest), timeout).await.map_err(unavailable)?.offset;
+        Ok((start, end))
+    }
+
     fn topic_metadata(&self, t: &TopicState) -> TopicMetadata {
-        let id = self.config.broker_id;
         TopicMetadata {
             name: t.config.name.clone(),
             replication_factor: t.config.replication_factor,
-            min_insync_replicas: 1,
+            min_insync_replicas: t.config.min_insync_replicas,
             retention_ms: t.config.retention_ms,
             retention_bytes: t.config.retention_bytes,
             partitions: t
@@ -355,12 +497,13 @@ impl Handlers {
                 .enumerate()
                 .map(|(i, p)| {
                     let o = p.offsets();
+                    let a = t.config.assignments.get(i);
                     PartitionMetadata {
                         partition: i as u32,
-                        leader: id,
-                        leader_epoch: 0,
-                        replicas: vec![id],
-                        isr: vec![id],
+                        leader: a.map_or(0, |a| a.leader),
+                        leader_epoch: a.map_or(0, |a| a.leader_epoch),
+                        replicas: a.map(|a| a.replicas.clone()).unwrap_or_default(),
+                        isr: a.map(|a| a.isr.clone()).unwrap_or_default(),
                         log_start: o.log_start,
                         log_end: o.log_end,
                         size_bytes: o.size_bytes,
@@ -385,45 +528,94 @@ impl Handlers {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let brokers = vec![BrokerInfo { id: self.config.broker_id, addr: self.config.advertised_addr.clone() }];
-        Ok(MetadataResponse { brokers, controller: self.config.broker_id, topics })
+        let mut brokers = self.cluster.brokers();
+        // Clients reach this broker at its advertised address.
+        if let Some(me) = brokers.iter_mut().find(|b| b.id == self.config.broker_id) {
+            me.addr = self.config.advertised_addr.clone();
+        }
+        Ok(MetadataResponse { brokers, controller: self.cluster.controller().unwrap_or(0), topics })
+    }
+
+    async fn init_producer_id(&self, payload: Bytes) -> Result<InitProducerIdResponse, Failure> {
+        let req: InitProducerIdRequest = from_bytes(payload)?;
+        let output = self.cluster.propose(MetaCommand::AllocateProducerId).await?;
+        let producer_id = output
+            .into_producer_id()
+            .ok_or_else(|| Failure::new(ErrorCode::Internal, "producer id allocation answered without an id"))?;
+        debug!(client = %req.client_id, producer_id, "producer id allocated");
+        Ok(InitProducerIdResponse { producer_id })
+    }
+
+    /// Validates and creates a topic through the metadata log, its replicas
+    /// spread over the live brokers.
+    pub(crate) async fn create_topic_replicated(
+        &self,
+        name: String,
+        partitions: u32,
+        replication_factor: u16,
+        min_insync_replicas: u16,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<TopicMetadata, Failure> {
+        validate_topic_name(&name)?;
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(Failure::new(
+                ErrorCode::InvalidPartitions,
+                format!("partition count {partitions} is outside 1..={MAX_PARTITIONS}"),
+            ));
+        }
+        if replication_factor == 0 {
+            return Err(Failure::new(ErrorCode::InvalidReplicationFactor, "replication factor must be at least 1"));
+        }
+        let live: Vec<u32> = self.cluster.live_brokers().into_iter().collect();
+        if usize::from(replication_factor) > live.len() {
+            return Err(Failure::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {replication_factor} larger than available brokers {}", live.len()),
+            ));
+        }
+        let min_insync_replicas = if min_insync_replicas == 0 { 1 } else { min_insync_replicas };
+        if min_insync_replicas > replication_factor {
+            return Err(Failure::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "min-insync-replicas {min_insync_replicas} is larger than the replication factor                      {replication_factor}: acks=all produces could never succeed"
+                ),
+            ));
+        }
+        let assignments =
+            plan::assign_replicas(&live, 0, partitions, replication_factor, plan::name_offset(&name));
+        let config = TopicConfig {
+            name: name.clone(),
+            id: 0,
+            partitions,
+            replication_factor,
+            min_insync_replicas,
+            retention_ms,
+            retention_bytes,
+            assignments,
+        };
+        self.cluster.propose(MetaCommand::CreateTopic { config }).await?;
+        let topic = self.store.topic(&name)?;
+        Ok(self.topic_metadata(&topic))
     }
 
     async fn create_topic(&self, payload: Bytes) -> Result<TopicMetadata, Failure> {
         let req: CreateTopicRequest = from_bytes(payload)?;
-        validate_topic_name(&req.name)?;
-        if req.partitions == 0 || req.partitions > MAX_PARTITIONS {
-            return Err(Failure::new(
-                ErrorCode::InvalidPartitions,
-                format!("partition count {} is outside 1..={MAX_PARTITIONS}", req.partitions),
-            ));
-        }
-        let live_brokers = 1;
-        if req.replication_factor == 0 {
-            return Err(Failure::new(ErrorCode::InvalidReplicationFactor, "replication factor must be at least 1"));
-        }
-        if u32::from(req.replication_factor) > live_brokers {
-            return Err(Failure::new(
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor {} larger than available brokers {live_brokers}", req.replication_factor),
-            ));
-        }
-        let config = TopicConfig {
-            name: req.name.clone(),
-            id: 0,
-            partitions: req.partitions,
-            replication_factor: req.replication_factor,
-            retention_ms: req.retention_ms,
-            retention_bytes: req.retention_bytes,
-        };
-        self.store.create_topic(config).await?;
-        let topic = self.store.topic(&req.name)?;
-        Ok(self.topic_metadata(&topic))
+        self.create_topic_replicated(
+            req.name,
+            req.partitions,
+            req.replication_factor,
+            req.min_insync_replicas,
+            req.retention_ms,
+            req.retention_bytes,
+        )
+        .await
     }
 
     async fn delete_topic(&self, payload: Bytes) -> Result<Empty, Failure> {
         let req: DeleteTopicRequest = from_bytes(payload)?;
-        self.store.delete_topic(&req.name).await?;
+        self.cluster.propose(MetaCommand::DeleteTopic { name: req.name }).await?;
         Ok(Empty)
     }
 
@@ -435,7 +627,28 @@ impl Handlers {
                 format!("partition count {} is over the limit of {MAX_PARTITIONS}", req.count),
             ));
         }
-        self.store.add_partitions(&req.name, req.count).await?;
+        let topic = self.store.topic(&req.name)?;
+        let current = topic.config.partitions;
+        if req.count <= current {
+            return Err(Failure::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "topic '{}' has {current} partitions; the count can only grow (asked for {})",
+                    req.name, req.count
+                ),
+            ));
+        }
+        let live: Vec<u32> = self.cluster.live_brokers().into_iter().collect();
+        let rf = topic.config.replication_factor;
+        if usize::from(rf) > live.len() {
+            return Err(Failure::new(
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor {rf} larger than available brokers {}", live.len()),
+            ));
+        }
+        let assignments =
+            plan::assign_replicas(&live, current, req.count - current, rf, plan::name_offset(&req.name));
+        self.cluster.propose(MetaCommand::AddPartitions { name: req.name.clone(), count: req.count, assignments }).await?;
         let topic = self.store.topic(&req.name)?;
         Ok(self.topic_metadata(&topic))
     }

@@ -643,12 +643,23 @@ wire_struct! {
     /// A broker's periodic sign of life to the controller.
     pub struct BrokerHeartbeatRequest {
         pub broker_id: u32,
+        /// Index of the last metadata-log entry the broker has applied.
+        pub applied_index: u64,
+    }
+}
+
+wire_struct! {
+    /// The controller's answer: how far the metadata log is applied on the
+    /// controller. A starting broker serves as a leader only once it has
+    /// applied at least this much (it is "caught up").
+    pub struct BrokerHeartbeatResponse {
+        pub controller_applied_index: u64,
     }
 }
 
 impl Request for BrokerHeartbeatRequest {
     const KEY: ApiKey = ApiKey::BrokerHeartbeat;
-    type Response = Empty;
+    type Response = BrokerHeartbeatResponse;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod cluster;
 mod durability;
 mod groups;
 mod pipeline;

@@ -5,7 +5,8 @@
 //! compiled against the processor world) before anything is created or
 //! stored. A batch commit is checked exactly like an offset commit of group
 //! `processor.<name>` ([`GroupService::check_commit`](crate::groups::GroupService::check_commit)),
-//! then applied by the store in one transaction.
+//! then applied in one transaction on every broker: deployments, commits and
+//! status changes are commands of the metadata log (see [`crate::cluster`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use eddy_runtime::{ProcessorLimits, RuntimeError};
 
 use super::{Failure, Handlers};
 use crate::store::processors::OffsetEntry;
-use crate::store::{ProcessorCommit, ProcessorDeployment, Store, StoreError, TopicConfig};
+use crate::store::{MetaCommand, ProcessorCommit, ProcessorDeployment, Store, StoreError};
 
 /// Longest processor name, in bytes (its logs topic name must stay under the topic name limit).
 pub const MAX_PROCESSOR_NAME_BYTES: usize = 200;
@@ -193,16 +194,17 @@ impl Handlers {
         }
     }
 
-    /// Creates a one-partition topic unless it exists (losing a creation race is fine).
+    /// Creates a one-partition topic, replicated on up to three brokers,
+    /// unless it exists (losing a creation race is fine).
     async fn ensure_topic(&self, name: String, retention_ms: Option<u64>) -> Result<(), Failure> {
         if self.store.topic(&name).is_ok() {
             return Ok(());
         }
-        let config =
-            TopicConfig { name, id: 0, partitions: 1, replication_factor: 1, retention_ms, retention_bytes: None };
-        match self.store.create_topic(config).await {
-            Ok(_) | Err(StoreError::TopicExists(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        let rf = self.cluster.live_brokers().len().clamp(1, 3) as u16;
+        match self.create_topic_replicated(name, 1, rf, 0, retention_ms, None).await {
+            Ok(_) => Ok(()),
+            Err(f) if f.code == ErrorCode::TopicAlreadyExists => Ok(()),
+            Err(f) => Err(f),
         }
     }
 
@@ -218,18 +220,20 @@ impl Handlers {
         let mut initial_offsets = Vec::new();
         for input in &req.inputs {
             let topic = self.store.topic(input)?;
-            for (partition, state) in (0u32..).zip(&topic.partitions) {
-                let o = state.offsets();
+            for partition in 0..topic.config.partitions {
+                // The partition leaders know the log ends: ask them.
+                let (log_start, log_end) = self.partition_bounds(input, partition).await?;
                 let offset = match req.start {
-                    StartPosition::Beginning => o.log_start,
-                    StartPosition::End => o.log_end,
-                    StartPosition::Offset(n) => n.clamp(o.log_start, o.log_end),
+                    StartPosition::Beginning => log_start,
+                    StartPosition::End => log_end,
+                    StartPosition::Offset(n) => n.clamp(log_start, log_end),
                 };
                 initial_offsets.push((input.clone(), partition, offset, String::new()));
             }
         }
         let deployment = deployment_of(req, module_id, crate::now_ms(), initial_offsets);
-        Ok(self.store.deploy_processor(deployment).await?)
+        let output = self.cluster.propose(MetaCommand::from(deployment)).await?;
+        output.into_processor().ok_or_else(|| Failure::new(ErrorCode::Internal, "deploy answered without a processor"))
     }
 
     pub(super) fn list_processors(&self, payload: Bytes) -> Result<ListProcessorsResponse, Failure> {
@@ -244,7 +248,7 @@ impl Handlers {
 
     pub(super) async fn delete_processor(&self, payload: Bytes) -> Result<Empty, Failure> {
         let req: DeleteProcessorRequest = from_bytes(payload)?;
-        self.store.delete_processor(&req.name).await?;
+        self.cluster.propose(MetaCommand::DeleteProcessor { name: req.name }).await?;
         Ok(Empty)
     }
 
@@ -303,7 +307,7 @@ impl Handlers {
             state: req.state,
             stats: req.stats,
         };
-        self.store.commit_processor_batch(commit).await?;
+        self.cluster.propose(MetaCommand::from(commit)).await?;
         Ok(Empty)
     }
 
@@ -320,7 +324,13 @@ impl Handlers {
 
     pub(super) async fn stop_processor(&self, payload: Bytes) -> Result<Empty, Failure> {
         let req: StopProcessorRequest = from_bytes(payload)?;
-        self.store.set_processor_status(&req.name, req.version, STATUS_STOPPED, &req.reason).await?;
+        let command = MetaCommand::SetProcessorStatus {
+            name: req.name,
+            version: req.version,
+            status: STATUS_STOPPED.to_string(),
+            reason: req.reason,
+        };
+        self.cluster.propose(command).await?;
         Ok(Empty)
     }
 }

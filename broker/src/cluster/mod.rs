@@ -1,0 +1,538 @@
+//! The cluster: the metadata quorum every broker is a voter of, the
+//! controller duties of its leader, and the brokers' connections to each
+//! other.
+//!
+//! * [`raft`]: openraft over QUIC, its log in `<data-dir>/raft.redb`, its
+//!   state machine the broker's store.
+//! * [`peer`]: connections to the other brokers.
+//! * [`plan`]: the controller's decisions (replica placement, elections, ISR
+//!   changes on broker loss) as pure functions.
+//! * [`controller`]: liveness of brokers from their heartbeats, and the loop
+//!   that turns [`plan`]'s decisions into metadata commands.
+//!
+//! The controller is whichever broker leads the metadata quorum. Requests
+//! that change or read cluster-wide state (admin, groups, processors,
+//! producer ids) are answered by the controller; other brokers forward them
+//! there (KIP-590's shape), so clients may send them to any broker.
+//!
+//! A broker serves as a partition leader only while it is *ready*: it has
+//! applied the metadata log at least as far as the controller had when it
+//! last answered this broker's heartbeat, within the session timeout. A
+//! broker that restarts, or was paused, or lost the controller, therefore
+//! never acts on a stale view of who leads what.
+
+pub mod controller;
+pub mod peer;
+pub mod plan;
+pub mod raft;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use eddy_protocol::codec::{from_bytes, to_bytes};
+use eddy_protocol::frame::{response_frame, LENGTH_BYTES};
+use eddy_protocol::messages::{BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerInfo, MetadataWriteRequest, RaftMessage};
+use eddy_protocol::processors::ProcessorDescription;
+use eddy_protocol::{ErrorCode, ErrorResponse};
+use openraft::error::ClientWriteError;
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::store::{MetaCommand, MetaOutput, Store, StoreError, TopicConfig};
+use controller::Liveness;
+use peer::{PeerEndpoint, PeerError, Peers};
+use raft::log_store::LogStore;
+use raft::network::Network;
+use raft::state_machine::StateMachine;
+use raft::{decode, encode, NodeId, TypeConfig};
+
+/// How long a proposal may wait for the quorum (elections included).
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Timeout of one forwarded request, long enough for a group join that
+/// waits for its rebalance.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(330);
+
+/// How a broker takes part in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This broker's id (at least 1).
+    pub broker_id: u32,
+    /// Every broker of the cluster (this one included): id -> the
+    /// `host:port` that clients and the other brokers reach it at.
+    pub brokers: BTreeMap<u32, String>,
+    /// Where `raft.redb` and the metadata snapshot live.
+    pub data_dir: PathBuf,
+    /// The CA file the other brokers' certificates verify against.
+    pub ca_path: PathBuf,
+    /// How often brokers heartbeat the controller (and the quorum heartbeats).
+    pub heartbeat_interval: Duration,
+    /// A broker silent for this long is dead for the controller: its
+    /// partitions get new leaders, it leaves every ISR.
+    pub session_timeout: Duration,
+    /// How often the controller moves leadership back to preferred replicas
+    /// (zero: never).
+    pub preferred_leader_interval: Duration,
+}
+
+impl ClusterConfig {
+    /// A single-broker cluster of broker `id` at `addr`.
+    pub fn single(id: u32, addr: String, data_dir: PathBuf, ca_path: PathBuf) -> Self {
+        Self {
+            broker_id: id,
+            brokers: BTreeMap::from([(id, addr)]),
+            data_dir,
+            ca_path,
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(1500),
+            preferred_leader_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Raft log could not be opened.
+    #[error("metadata log {path}: {reason}")]
+    Log { path: PathBuf, reason: String },
+    /// openraft refused to start.
+    #[error("metadata quorum: {0}")]
+    Raft(String),
+    /// The peer connections could not be set up.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+/// A refused metadata command or forwarded request: code and message, as
+/// the client will see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Wire code.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Self { code: e.code(), message: e.to_string() }
+    }
+}
+
+/// [`MetaOutput`] as it crosses between brokers (wire types as their encoding).
+#[derive(serde::Serialize, serde::Deserialize)]
+enum OutputWire {
+    Done,
+    Topic(TopicConfig),
+    Processor(Vec<u8>),
+    Flag(bool),
+    ProducerId(u64),
+    Altered(Vec<bool>),
+}
+
+type ResultWire = Result<OutputWire, (u16, String)>;
+
+fn output_to_wire(output: MetaOutput) -> OutputWire {
+    match output {
+        MetaOutput::Done => OutputWire::Done,
+        MetaOutput::Topic(t) => OutputWire::Topic(t),
+        MetaOutput::Processor(p) => OutputWire::Processor(to_bytes(&p).to_vec()),
+        MetaOutput::Flag(f) => OutputWire::Flag(f),
+        MetaOutput::ProducerId(id) => OutputWire::ProducerId(id),
+        MetaOutput::Altered(a) => OutputWire::Altered(a),
+    }
+}
+
+fn output_from_wire(output: OutputWire) -> Result<MetaOutput, Refusal> {
+    Ok(match output {
+        OutputWire::Done => MetaOutput::Done,
+        OutputWire::Topic(t) => MetaOutput::Topic(t),
+        OutputWire::Processor(p) => MetaOutput::Processor(
+            from_bytes::<ProcessorDescription>(Bytes::from(p))
+                .map_err(|e| Refusal::new(ErrorCode::Internal, format!("forwarded processor answer: {e}")))?,
+        ),
+        OutputWire::Flag(f) => MetaOutput::Flag(f),
+        OutputWire::ProducerId(id) => MetaOutput::ProducerId(id),
+        OutputWire::Altered(a) => MetaOutput::Altered(a),
+    })
+}
+
+/// This broker's membership in the cluster.
+pub struct Cluster {
+    config: ClusterConfig,
+    raft: Raft<TypeConfig>,
+    peers: Arc<Peers>,
+    store: Arc<Store>,
+    applied: watch::Receiver<u64>,
+    /// Caught up with the controller at the last successful heartbeat.
+    caught_up: AtomicBool,
+    /// Milliseconds (since `started`) of the last successful heartbeat.
+    last_heartbeat_ok_ms: AtomicU64,
+    started: Instant,
+    liveness: Mutex<Liveness>,
+    /// (term, last log index when this broker became controller in that term).
+    controller_term: Mutex<(u64, u64)>,
+}
+
+impl Cluster {
+    /// Opens the metadata log, starts this broker's Raft node and, on a
+    /// fresh log, initializes the quorum with every configured broker as a
+    /// voter (every broker does the same, with the same membership, which
+    /// openraft allows).
+    pub async fn start(config: ClusterConfig, store: Arc<Store>) -> Result<Arc<Self>, ClusterError> {
+        let log_path = config.data_dir.join("raft.redb");
+        let log_store = LogStore::open(&log_path)
+            .map_err(|e| ClusterError::Log { path: log_path.clone(), reason: e.to_string() })?;
+        let (applied_tx, applied) = watch::channel(0u64);
+        let state_machine = StateMachine::new(store.clone(), config.data_dir.join("raft"), applied_tx)
+            .map_err(|e| ClusterError::Log { path: config.data_dir.join("raft"), reason: e.to_string() })?;
+        let peers = Arc::new(Peers::new(PeerEndpoint::new(&config.ca_path)?, config.broker_id, &config.brokers));
+        let heartbeat_ms = config.heartbeat_interval.as_millis().max(20) as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "eddy".into(),
+            heartbeat_interval: heartbeat_ms,
+            election_timeout_min: heartbeat_ms * 4,
+            election_timeout_max: heartbeat_ms * 8,
+            // Processor state and offsets commits are entries too: compact now and then.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            install_snapshot_timeout: 30_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            NodeId::from(config.broker_id),
+            Arc::new(raft_config),
+            Network::new(peers.clone()),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> =
+                config.brokers.iter().map(|(id, addr)| (NodeId::from(*id), BasicNode::new(addr))).collect();
+            info!(voters = members.len(), "initializing the metadata quorum");
+            if let Err(e) = raft.initialize(members).await {
+                // Another broker's leader reached us first: that is fine.
+                debug!(error = %e, "quorum already initialized");
+            }
+        }
+        Ok(Arc::new(Self {
+            config,
+            raft,
+            peers,
+            store,
+            applied,
+            caught_up: AtomicBool::new(false),
+            last_heartbeat_ok_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            liveness: Mutex::new(Liveness::default()),
+            controller_term: Mutex::new((u64::MAX, 0)),
+        }))
+    }
+
+    /// This broker's id.
+    pub fn broker_id(&self) -> u32 {
+        self.config.broker_id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The other brokers' connections.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Every broker of the cluster with the address clients use.
+    pub fn brokers(&self) -> Vec<BrokerInfo> {
+        self.config.brokers.iter().map(|(id, addr)| BrokerInfo { id: *id, addr: addr.clone() }).collect()
+    }
+
+    /// The controller (leader of the metadata quorum) as this broker knows it.
+    pub fn controller(&self) -> Option<u32> {
+        self.raft.metrics().borrow().current_leader.and_then(|id| u32::try_from(id).ok())
+    }
+
+    /// Whether this broker is the controller now.
+    pub fn is_controller(&self) -> bool {
+        self.controller() == Some(self.config.broker_id)
+    }
+
+    /// Index of the last metadata entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that changes whenever metadata entries were applied.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether this broker may act as a partition leader now (see the module docs).
+    pub fn is_ready(&self) -> bool {
+        if !self.caught_up.load(Ordering::Acquire) {
+            return false;
+        }
+        let last = self.last_heartbeat_ok_ms.load(Ordering::Acquire);
+        self.elapsed_ms().saturating_sub(last) < self.config.session_timeout.as_millis() as u64
+    }
+
+    /// The brokers the controller considers alive (meaningful on the controller).
+    pub fn live_brokers(&self) -> BTreeSet<u32> {
+        let mut live = self.liveness.lock().expect("liveness lock poisoned").live(Instant::now(), &self.config);
+        live.insert(self.config.broker_id);
+        live
+    }
+
+    /// Appends `command` to the metadata log and returns what applying it
+    /// gave. Sent to the controller when this broker is not it; retried
+    /// through elections until [`PROPOSE_TIMEOUT`] (NOT_CONTROLLER after that).
+    pub async fn propose(&self, command: MetaCommand) -> Result<MetaOutput, Refusal> {
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        loop {
+            let leader = match self.propose_local(command.clone()).await {
+                Ok(result) => return result,
+                Err(leader) => leader,
+            };
+            match leader.filter(|l| *l != self.config.broker_id).and_then(|l| self.peers.get(l)) {
+                Some(peer) => {
+                    let payload = encode(&command).map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+                    let req = MetadataWriteRequest(RaftMessage { payload: Bytes::from(payload) });
+                    match peer.request(&req, PROPOSE_TIMEOUT).await {
+                        Ok(answer) => {
+                            let result: ResultWire = decode(&answer.payload)
+                                .map_err(|e| Refusal::new(ErrorCode::Internal, format!("controller answer: {e}")))?;
+                            return match result {
+                                Ok(output) => output_from_wire(output),
+                                Err((code, message)) => Err(Refusal::new(ErrorCode::from_u16(code), message)),
+                            };
+                        }
+                        Err(e) if e.code().is_none_or(|c| c == ErrorCode::NotController) => {
+                            debug!(error = %e, "controller unreachable; retrying the proposal")
+                        }
+                        Err(PeerError::Remote { code, message, .. }) => return Err(Refusal::new(code, message)),
+                        Err(e) => return Err(Refusal::new(ErrorCode::Internal, e.to_string())),
+                    }
+                }
+                None => debug!("no controller; waiting for the election"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Refusal::new(
+                    ErrorCode::NotController,
+                    format!("no controller answered within {PROPOSE_TIMEOUT:?}; retry when the cluster has a quorum"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes on the local Raft node: `Ok` with the applied result if this
+    /// node leads, `Err(leader)` (as far as known) if it does not.
+    async fn propose_local(&self, command: MetaCommand) -> Result<Result<MetaOutput, Refusal>, Option<u32>> {
+        let rx = match self.raft.client_write_ff(command).await {
+            Ok(rx) => rx,
+            Err(e) => return Ok(Err(Refusal::new(ErrorCode::ShuttingDown, format!("metadata quorum stopped: {e}")))),
+        };
+        match rx.await {
+            Ok(Ok(response)) => Ok(response.data.0.map_err(Refusal::from)),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(f.leader_id.and_then(|l| u32::try_from(l).ok())),
+            Ok(Err(e)) => Ok(Err(Refusal::new(ErrorCode::Internal, e.to_string()))),
+            Err(_) => Ok(Err(Refusal::new(ErrorCode::ShuttingDown, "metadata quorum stopped"))),
+        }
+    }
+
+    /// Serves a MetadataWrite from another broker: proposes locally only
+    /// (never forwards again), NOT_CONTROLLER if this broker does not lead.
+    pub async fn serve_metadata_write(&self, payload: Bytes) -> Result<RaftMessage, Refusal> {
+        let command: MetaCommand = decode(&payload)
+            .map_err(|e| Refusal::new(ErrorCode::MalformedRequest, format!("undecodable metadata command: {e}")))?;
+        let result: ResultWire = match self.propose_local(command).await {
+            Ok(Ok(output)) => Ok(output_to_wire(output)),
+            Ok(Err(r)) => Err((r.code as u16, r.message)),
+            Err(leader) => {
+                return Err(Refusal::new(
+                    ErrorCode::NotController,
+                    format!("broker {} is not the controller (leader: {leader:?})", self.config.broker_id),
+                ))
+            }
+        };
+        let payload = encode(&result).map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(RaftMessage { payload: Bytes::from(payload) })
+    }
+
+    /// Serves a Raft RPC from another broker (append-entries, vote or a
+    /// snapshot chunk): the answer's payload is the encoded result.
+    pub async fn serve_raft(&self, key: eddy_protocol::ApiKey, payload: Bytes) -> Result<RaftMessage, Refusal> {
+        use eddy_protocol::ApiKey;
+        let bad = |e: postcard::Error| Refusal::new(ErrorCode::MalformedRequest, format!("undecodable Raft RPC: {e}"));
+        let encoded = match key {
+            ApiKey::RaftAppend => encode(&self.raft.append_entries(decode(&payload).map_err(bad)?).await),
+            ApiKey::RaftVote => encode(&self.raft.vote(decode(&payload).map_err(bad)?).await),
+            ApiKey::RaftSnapshot => encode(&self.raft.install_snapshot(decode(&payload).map_err(bad)?).await),
+            other => return Err(Refusal::new(ErrorCode::InvalidRequest, format!("{other:?} is not a Raft RPC"))),
+        };
+        let payload = encoded.map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
+        Ok(RaftMessage { payload: Bytes::from(payload) })
+    }
+
+    /// Records a heartbeat from another broker (on the controller).
+    pub fn serve_heartbeat(&self, req: BrokerHeartbeatRequest) -> Result<BrokerHeartbeatResponse, Refusal> {
+        if !self.is_controller() {
+            return Err(Refusal::new(
+                ErrorCode::NotController,
+                format!("broker {} is not the controller", self.config.broker_id),
+            ));
+        }
+        if !self.config.brokers.contains_key(&req.broker_id) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("broker {} is not a member of this cluster", req.broker_id),
+            ));
+        }
+        let applied = self.applied_index();
+        self.liveness.lock().expect("liveness lock poisoned").heartbeat(
+            req.broker_id,
+            req.applied_index,
+            applied,
+            Instant::now(),
+            &self.config,
+        );
+        Ok(BrokerHeartbeatResponse { controller_applied_index: applied })
+    }
+
+    /// Forwards a client's request frame (length prefix included) to the
+    /// controller and returns its response frame. NOT_CONTROLLER when there
+    /// is none or it cannot be reached.
+    pub async fn forward(&self, frame: Bytes) -> Bytes {
+        let not_controller = |why: String| {
+            response_frame(ErrorCode::NotController as u16, &to_bytes(&ErrorResponse::message(why)))
+        };
+        let Some(controller) = self.controller() else {
+            return not_controller("the cluster is electing a controller; retry shortly".into());
+        };
+        let Some(peer) = self.peers.get(controller) else {
+            return not_controller(format!("controller {controller} is not a known broker"));
+        };
+        debug_assert!(frame.len() >= LENGTH_BYTES);
+        match peer.exchange_frame(frame, FORWARD_TIMEOUT).await {
+            Ok((code, payload)) => response_frame(code, &payload),
+            Err(e) => not_controller(format!("cannot reach the controller: {e}")),
+        }
+    }
+
+    /// Starts the background duties: heartbeats to the controller, and the
+    /// controller loop (which acts only while this broker is the controller).
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().heartbeat_loop(shutdown.clone())),
+            tokio::spawn(controller::run(self.clone(), shutdown)),
+        ]
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            self.heartbeat_once().await;
+        }
+    }
+
+    async fn heartbeat_once(&self) {
+        let Some(controller) = self.controller() else { return };
+        let applied = self.applied_index();
+        let target = if controller == self.config.broker_id {
+            // The controller is caught up once it applied what its log held
+            // when it was elected (later proposals do not count).
+            let metrics = self.raft.metrics().borrow().clone();
+            let mut term = self.controller_term.lock().expect("term lock poisoned");
+            if term.0 != metrics.current_term {
+                *term = (metrics.current_term, metrics.last_log_index.unwrap_or(0));
+            }
+            Some(term.1)
+        } else {
+            let Some(peer) = self.peers.get(controller) else { return };
+            let req = BrokerHeartbeatRequest { broker_id: self.config.broker_id, applied_index: applied };
+            match peer.request(&req, self.config.session_timeout).await {
+                Ok(resp) => Some(resp.controller_applied_index),
+                Err(e) => {
+                    debug!(error = %e, "heartbeat to the controller failed");
+                    None
+                }
+            }
+        };
+        let Some(target) = target else { return };
+        let caught_up = self.applied_index() >= target;
+        let was = self.caught_up.swap(caught_up, Ordering::AcqRel);
+        if caught_up {
+            self.last_heartbeat_ok_ms.store(self.elapsed_ms(), Ordering::Release);
+        }
+        if caught_up != was {
+            info!(caught_up, applied = self.applied_index(), controller_applied = target, "readiness changed");
+        }
+    }
+
+    /// The committed catalog's topic configurations.
+    pub(crate) fn topics(&self) -> Vec<TopicConfig> {
+        self.store.catalog().values().map(|t| t.config.clone()).collect()
+    }
+
+    /// Stops the Raft node and closes the peer connections.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "metadata quorum did not stop cleanly");
+        }
+        self.peers.close();
+    }
+}
+
+/// A single-broker cluster for tests: broker 1, ready when returned.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Starts the metadata quorum of broker 1 alone over `store`, keeping
+    /// its files (and a generated CA) in `dir`; waits until it is ready.
+    pub(crate) async fn single(dir: &std::path::Path, store: Arc<Store>) -> Arc<Cluster> {
+        let identity = crate::tls::load_or_generate(dir, &[]).expect("test CA");
+        let config = ClusterConfig::single(1, "127.0.0.1:1".into(), dir.to_path_buf(), identity.ca_path);
+        let cluster = Cluster::start(config, store).await.expect("cluster starts");
+        let (_tx, rx) = watch::channel(false);
+        std::mem::forget(_tx);
+        for task in cluster.spawn(rx) {
+            drop(task);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ready() {
+            assert!(Instant::now() < deadline, "single-node cluster never became ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cluster
+    }
+}
