@@ -128,8 +128,11 @@ impl Broker {
         // Deploys validate (and compile) modules with it; an embedded worker
         // reuses it, so a module compiled at deploy time is not compiled again.
         let runtime = Arc::new(Runtime::new(Some(config.data_dir.join("wasm-cache")))?);
-        let store =
-            Arc::new(Store::open(StoreConfig { path: store_path(&config.data_dir), durability: config.durability })?);
+        let store = Arc::new(Store::open(StoreConfig {
+            path: store_path(&config.data_dir),
+            durability: config.durability,
+            broker_id: config.broker_id,
+        })?);
         let endpoint = crate::server::endpoint(config.listen, server_tls)
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;

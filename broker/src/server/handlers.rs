@@ -256,7 +256,7 @@ impl Handlers {
         for pb in req.partitions {
             let partition = pb.partition;
             let queued = match BatchView::validate(pb.batch, limits) {
-                Ok(view) => self.store.append(&req.topic, partition, view.into_bytes()).await.map_err(Failure::from),
+                Ok(view) => self.store.append(&req.topic, partition, view.into_bytes(), 0).await.map_err(Failure::from),
                 Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => {
                     Err(Failure::new(ErrorCode::RecordTooLarge, format!("{}/{partition}: {e}", req.topic)))
                 }
@@ -280,7 +280,7 @@ impl Handlers {
             let mut out = Vec::with_capacity(parts.len());
             for (partition, queued) in parts {
                 let result = match queued {
-                    Ok(durable) => durable.await.map_err(Failure::from),
+                    Ok(durable) => durable.await.map(|a| a.base_offset).map_err(Failure::from),
                     Err(f) => Err(f),
                 };
                 out.push(match result {
@@ -415,6 +415,8 @@ impl Handlers {
             replication_factor: req.replication_factor,
             retention_ms: req.retention_ms,
             retention_bytes: req.retention_bytes,
+            min_insync_replicas: 1,
+            assignments: Vec::new(),
         };
         self.store.create_topic(config).await?;
         let topic = self.store.topic(&req.name)?;

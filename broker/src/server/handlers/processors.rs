@@ -198,8 +198,16 @@ impl Handlers {
         if self.store.topic(&name).is_ok() {
             return Ok(());
         }
-        let config =
-            TopicConfig { name, id: 0, partitions: 1, replication_factor: 1, retention_ms, retention_bytes: None };
+        let config = TopicConfig {
+            name,
+            id: 0,
+            partitions: 1,
+            replication_factor: 1,
+            retention_ms,
+            retention_bytes: None,
+            min_insync_replicas: 1,
+            assignments: Vec::new(),
+        };
         match self.store.create_topic(config).await {
             Ok(_) | Err(StoreError::TopicExists(_)) => Ok(()),
             Err(e) => Err(e.into()),
