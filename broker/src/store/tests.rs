@@ -217,7 +217,8 @@ async fn committed_offsets_are_validated_durable_and_go_with_their_topic() {
 }
 
 /// Model-based test (in the manner of redb's fuzz_redb): random appends,
-/// retention passes, topic deletions and re-creations and reopenings applied
+/// retention passes, truncations, topic deletions and re-creations and
+/// reopenings applied
 /// both to the store and to an in-memory model of what was acknowledged;
 /// after every step every partition reads back exactly as the model says.
 #[tokio::test]
@@ -300,6 +301,18 @@ async fn random_operations_match_a_model_across_reopens() {
                     let grow = model[&name].len() as u32 + 1;
                     store.add_partitions(&name, grow).await.unwrap();
                     model.get_mut(&name).unwrap().push(ModelPartition::default());
+                }
+            }
+            80..=86 => {
+                // Truncation to a random offset (whole batches from the end).
+                let name = names[next(3) as usize];
+                if let Some(parts) = model.get_mut(name) {
+                    let p = next(parts.len() as u64) as u32;
+                    let mp = &mut parts[p as usize];
+                    let offset = mp.log_start.saturating_sub(1) + next(mp.log_end() - mp.log_start + 3);
+                    mp.batches.retain(|(b, v, _, _)| b + v.len() as u64 <= offset);
+                    let end = store.truncate(name, p, offset).await.unwrap();
+                    assert_eq!(end, mp.log_end(), "step {step}: truncation of {name}/{p} to {offset}");
                 }
             }
             _ => {
