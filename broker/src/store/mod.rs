@@ -393,7 +393,9 @@ impl Store {
     }
 
     /// Applies one metadata command directly (single node; no Raft marks).
-    /// Same semantics as [`Store::apply`] of that command.
+    /// Same semantics as [`Store::apply`] of that command. A broker whose
+    /// metadata comes from the Raft log must not use this (nor the direct
+    /// methods below built on it): its replicated state would diverge.
     pub async fn execute(&self, command: MetaCommand) -> Result<MetaOutput, StoreError> {
         self.run_job(|reply| Job::Execute { command, reply }).await
     }
