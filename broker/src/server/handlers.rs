@@ -539,9 +539,7 @@ impl Handlers {
     async fn init_producer_id(&self, payload: Bytes) -> Result<InitProducerIdResponse, Failure> {
         let req: InitProducerIdRequest = from_bytes(payload)?;
         let output = self.cluster.propose(MetaCommand::AllocateProducerId).await?;
-        let producer_id = output
-            .into_producer_id()
-            .ok_or_else(|| Failure::new(ErrorCode::Internal, "producer id allocation answered without an id"))?;
+        let producer_id = output.into_producer_id()?;
         debug!(client = %req.client_id, producer_id, "producer id allocated");
         Ok(InitProducerIdResponse { producer_id })
     }

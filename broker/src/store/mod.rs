@@ -1,15 +1,23 @@
 //! The broker's storage: one redb database holding topic metadata, per-partition
-//! logs and per-partition offsets.
+//! logs and per-partition offsets, and the replicated metadata state machine.
 //!
-//! Tables (see docs/design.md):
-//! * `topics`: topic name -> JSON [`TopicConfig`].
-//! * `partitions`: (topic id, partition) -> (log start, log end, size in bytes).
-//! * `log.<topic id>.<partition>`: base offset -> the stored batch, byte for byte
-//!   as the producer wrote it, with the base offset stamped in.
-//! * `meta`: string -> u64 counters (`next_topic_id`).
+//! Tables (see docs/design.md). Replicated (identical on every broker that
+//! applied the same Raft entries, and what a snapshot carries):
+//! * `topics`: topic name -> JSON [`TopicConfig`] (with partition assignments).
+//! * `meta`: string -> u64 counters (`next_topic_id`, `next_producer_id`).
 //! * `group_offsets`: (group, topic, partition) -> (offset, metadata).
 //! * `processors`, `processor_stats`, `processor_modules`, `processor_state`:
 //!   deployed processors, their counters, modules and state ([`processors`]).
+//! * `raft_applied`: `applied` / `membership` -> the Raft glue's opaque marks
+//!   of the last applied entry, written with that entry's command.
+//!
+//! Local (each broker's own copy of the data and what describes it):
+//! * `partitions`: (topic id, partition) -> (log start, log end, size in bytes).
+//! * `log.<topic id>.<partition>`: base offset -> the stored batch, byte for byte
+//!   as the producer wrote it, with base offset and leader epoch stamped in.
+//! * `leader_epochs`: (topic id, partition, epoch) -> start offset (`epochs.rs`).
+//! * `producers`: (topic id, partition, producer id) -> the producer's last
+//!   batches (`producers.rs`).
 //!
 //! Writes of every kind go through one writer thread (`writer.rs`) that drains
 //! every job queued meanwhile into one write transaction: one commit, one fsync,
@@ -18,7 +26,11 @@
 //! Reads run on the caller's thread in their own read transactions.
 
 mod catalog;
+mod command;
+mod epochs;
 pub mod processors;
+mod producers;
+mod snapshot;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -27,13 +39,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use eddy_protocol::batch::{batch_info, split_batches};
 use redb::{Database, ReadableDatabase, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-pub use catalog::{Catalog, PartitionOffsets, PartitionState, TopicConfig, TopicState};
+pub use catalog::{Catalog, PartitionAssignment, PartitionOffsets, PartitionState, TopicConfig, TopicState};
+pub use command::{ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
 use eddy_protocol::processors::ProcessorDescription;
 use eddy_protocol::ErrorCode;
 pub use processors::{OffsetEntry, ProcessorCommit, ProcessorDeployment, ProcessorMap, StateEntries};
+pub use producers::{MAX_PRODUCERS_PER_PARTITION, PRODUCER_BATCHES, PRODUCER_REBUILD_BATCHES};
 
 /// Topic name -> JSON TopicConfig.
 pub(crate) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
@@ -43,6 +58,12 @@ pub(crate) const PARTITIONS: TableDefinition<(u64, u32), (u64, u64, u64)> = Tabl
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// (group, topic, partition) -> (committed offset, metadata).
 pub(crate) const GROUP_OFFSETS: TableDefinition<(&str, &str, u32), (u64, &str)> = TableDefinition::new("group_offsets");
+/// (topic id, partition, leader epoch) -> offset of the epoch's first batch.
+pub(crate) const LEADER_EPOCHS: TableDefinition<(u64, u32, u32), u64> = TableDefinition::new("leader_epochs");
+/// (topic id, partition, producer id) -> the producer's last batches, 16 bytes each.
+pub(crate) const PRODUCERS: TableDefinition<(u64, u32, u64), &[u8]> = TableDefinition::new("producers");
+/// `applied` / `membership` -> opaque marks of the last applied Raft entry.
+pub(crate) const RAFT_APPLIED: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_applied");
 
 /// Committed positions of one group: (topic, partition) -> (offset, metadata).
 pub type GroupOffsets = BTreeMap<(String, u32), (u64, String)>;
@@ -78,6 +99,10 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// When acknowledged writes are durable.
     pub durability: DurabilityPolicy,
+    /// This broker's id (nonzero): topics stored before partition assignments
+    /// existed are assigned to it alone, and the direct (single-node)
+    /// [`Store::create_topic`] and [`Store::add_partitions`] assign to it.
+    pub broker_id: u32,
 }
 
 /// What went wrong in the store.
@@ -98,6 +123,14 @@ pub enum StoreError {
     /// Offset outside the stored log.
     #[error("offset {offset} is out of range for {topic}/{partition}: log start {log_start}, log end {log_end}")]
     OffsetOutOfRange { topic: String, partition: u32, offset: u64, log_start: u64, log_end: u64 },
+    /// An idempotent producer's batch does not start at the sequence that
+    /// follows its last appended batch (a gap: batches were lost in between).
+    #[error("out of order sequence for producer {producer_id} on {topic}/{partition}: expected {expected}, got {got}")]
+    OutOfOrderSequence { topic: String, partition: u32, producer_id: u64, expected: u32, got: u32 },
+    /// A leader append with an epoch older than the partition's last epoch
+    /// (the caller is no longer the leader).
+    #[error("leader epoch {epoch} of {topic}/{partition} is fenced: the partition is at epoch {current}")]
+    FencedLeaderEpoch { topic: String, partition: u32, epoch: u32, current: u32 },
     /// No processor of that name is deployed.
     #[error("no processor named '{0}'; deploy one with `eddy processor deploy`")]
     UnknownProcessor(String),
@@ -127,6 +160,8 @@ impl StoreError {
             StoreError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
             StoreError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
             StoreError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            StoreError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            StoreError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             StoreError::UnknownProcessor(_) | StoreError::ProcessorVersion { .. } => ErrorCode::UnknownProcessor,
             StoreError::InvalidProcessor(_) => ErrorCode::InvalidProcessor,
             StoreError::InvalidRequest(_) => ErrorCode::InvalidRequest,
@@ -147,32 +182,44 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 pub struct ReadResult {
     /// Whole batches back to back; the first contains the requested offset.
     pub records: Bytes,
-    /// Committed log end when the read started.
+    /// High watermark when the read started.
     pub high_watermark: u64,
     /// Log start when the read started.
     pub log_start: u64,
+    /// Committed local log end when the read started.
+    pub log_end: u64,
+}
+
+/// Where a leader append went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset after the batch's last record.
+    pub next_offset: u64,
+    /// True if an idempotent producer's batch was already in the log: nothing
+    /// was written, and the offsets are those of the original append.
+    pub duplicate: bool,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A unit of work for the writer thread.
 pub(crate) enum Job {
-    Append { topic: String, topic_id: u64, partition: u32, batch: Bytes, reply: Reply<u64> },
-    CreateTopic { config: TopicConfig, reply: Reply<TopicConfig> },
-    DeleteTopic { name: String, reply: Reply<()> },
-    AddPartitions { name: String, count: u32, reply: Reply<TopicConfig> },
+    Append { topic: String, topic_id: u64, partition: u32, batch: Bytes, leader_epoch: u32, reply: Reply<Appended> },
+    Replicate { topic: String, topic_id: u64, partition: u32, batches: Vec<Bytes>, reply: Reply<u64> },
+    Truncate { topic: String, topic_id: u64, partition: u32, offset: u64, reply: Reply<u64> },
     Retention { now_ms: i64, reply: Reply<u64> },
-    CommitOffsets { group: String, offsets: Vec<(String, u32, u64, String)>, reply: Reply<()> },
-    DeployProcessor { deployment: ProcessorDeployment, reply: Reply<ProcessorDescription> },
-    DeleteProcessor { name: String, reply: Reply<()> },
-    CommitProcessorBatch { commit: ProcessorCommit, reply: Reply<()> },
-    SetProcessorStatus { name: String, version: u32, status: String, reason: String, reply: Reply<bool> },
+    Execute { command: MetaCommand, reply: Reply<MetaOutput> },
+    Apply { entries: Vec<ApplyEntry>, reply: Reply<Vec<Result<MetaOutput, StoreError>>> },
+    InstallSnapshot { snapshot: Box<snapshot::Snapshot>, reply: Reply<()> },
     Stop { reply: Reply<()> },
 }
 
 /// Handle to the store. Cheap to share behind an `Arc`.
 pub struct Store {
     db: Arc<Database>,
+    broker_id: u32,
     catalog: Arc<RwLock<Arc<Catalog>>>,
     offsets: Arc<RwLock<AllGroupOffsets>>,
     processors: Arc<RwLock<ProcessorMap>>,
@@ -187,13 +234,17 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Storage(format!("{}: {e}", dir.display())))?;
         }
         let db = Database::builder().create(&config.path)?;
-        Self::from_database(db, config.durability)
+        Self::from_database(db, config.durability, config.broker_id)
     }
 
     /// Runs the store on an already opened database (a custom redb backend in tests).
-    pub(crate) fn from_database(db: Database, durability: DurabilityPolicy) -> Result<Self, StoreError> {
+    pub(crate) fn from_database(
+        db: Database,
+        durability: DurabilityPolicy,
+        broker_id: u32,
+    ) -> Result<Self, StoreError> {
         let db = Arc::new(db);
-        let state = writer::WriterState::load(&db)?;
+        let state = writer::WriterState::load(&db, broker_id)?;
         let catalog = Arc::new(RwLock::new(Arc::new(state.build_catalog(&Catalog::new()))));
         let offsets = Arc::new(RwLock::new(writer::load_group_offsets(&db)?));
         let processors = Arc::new(RwLock::new(processors::load(&db)?));
@@ -207,7 +258,12 @@ impl Store {
                 .spawn(move || writer::run(db, state, shared, rx, durability))
                 .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?
         };
-        Ok(Self { db, catalog, offsets, processors, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self { db, broker_id, catalog, offsets, processors, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
+    }
+
+    /// This broker's id, as configured.
+    pub fn broker_id(&self) -> u32 {
+        self.broker_id
     }
 
     /// The committed catalog now.
@@ -240,40 +296,137 @@ impl Store {
         Ok(rx)
     }
 
-    /// Queues a validated batch for appending and returns a future for its base
-    /// offset, resolved once the batch is durable. Batches queued by one caller
-    /// are appended in the order of the calls: callers that need order must
-    /// await this function (not the returned future) before queueing the next.
+    async fn run_job<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        self.submit(make).await?.await.unwrap_or(Err(StoreError::ShuttingDown))
+    }
+
+    /// Leader append: queues a validated batch and returns a future for where
+    /// it went, resolved once the batch is durable. The stored copy gets the
+    /// base offset (the log end) and `leader_epoch` stamped in. Batches
+    /// queued by one caller are appended in the order of the calls: callers
+    /// that need order must await this function (not the returned future)
+    /// before queueing the next.
+    ///
+    /// Batches of an idempotent producer (producer id != 0) are checked
+    /// against its last [`PRODUCER_BATCHES`] batches in this partition,
+    /// atomically with the append order: a batch already appended (same base
+    /// sequence and record count) is not written again and answers
+    /// `duplicate: true` with its original offsets; one that does not follow
+    /// the producer's last batch fails with [`StoreError::OutOfOrderSequence`]
+    /// (a gap) or [`StoreError::InvalidRequest`] (behind, but no longer
+    /// remembered). A producer not known here may start at any sequence.
+    /// An epoch below the partition's last epoch fails with
+    /// [`StoreError::FencedLeaderEpoch`].
     pub async fn append(
         &self,
         topic: &str,
         partition: u32,
         batch: Bytes,
-    ) -> Result<impl std::future::Future<Output = Result<u64, StoreError>>, StoreError> {
+        leader_epoch: u32,
+    ) -> Result<impl std::future::Future<Output = Result<Appended, StoreError>>, StoreError> {
         let (t, _) = self.partition(topic, partition)?;
         let topic_id = t.config.id;
-        let rx =
-            self.submit(|reply| Job::Append { topic: topic.to_string(), topic_id, partition, batch, reply }).await?;
+        let rx = self
+            .submit(|reply| Job::Append { topic: topic.to_string(), topic_id, partition, batch, leader_epoch, reply })
+            .await?;
         Ok(async move { rx.await.unwrap_or(Err(StoreError::ShuttingDown)) })
     }
 
-    async fn run_job<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
-        self.submit(make).await?.await.unwrap_or(Err(StoreError::ShuttingDown))
+    /// Follower append: `records` are whole batches back to back as the
+    /// leader stored them (offsets and epochs stamped). Each is checked
+    /// (header, length, CRC) and they must be contiguous; batches wholly below
+    /// the local log end are skipped (a refetch overlap); the first other one
+    /// must start exactly at the log end (else InvalidRequest, nothing
+    /// written). Stored byte for byte with the epoch cache and producer state
+    /// updated (no sequence checks). Returns the log end once durable.
+    pub async fn append_replicated(&self, topic: &str, partition: u32, records: Bytes) -> Result<u64, StoreError> {
+        let (t, p) = self.partition(topic, partition)?;
+        let topic_id = t.config.id;
+        let mut batches = Vec::new();
+        let mut next = None;
+        for view in split_batches(records) {
+            let view =
+                view.map_err(|e| StoreError::InvalidRequest(format!("{topic}/{partition}: replicated batch: {e}")))?;
+            if next.is_some_and(|n| n != view.base_offset()) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "{topic}/{partition}: replicated batches are not contiguous at offset {}",
+                    view.base_offset()
+                )));
+            }
+            next = Some(view.base_offset().checked_add(u64::from(view.record_count())).ok_or_else(|| {
+                StoreError::InvalidRequest(format!("{topic}/{partition}: replicated batch offset overflows"))
+            })?);
+            batches.push(view.into_bytes());
+        }
+        if batches.is_empty() {
+            return Ok(p.offsets().log_end);
+        }
+        self.run_job(|reply| Job::Replicate { topic: topic.to_string(), topic_id, partition, batches, reply }).await
+    }
+
+    /// Removes every batch whose records reach `offset` or beyond (a batch
+    /// straddling `offset` is removed whole), with the epoch-cache entries
+    /// starting at or after the new end and the producer state of the
+    /// removed batches (a producer left with no remembered batch is rebuilt
+    /// from the last [`PRODUCER_REBUILD_BATCHES`] batches of the remaining
+    /// log, or forgotten). An offset at or below the log start empties the
+    /// partition at its log start; one at or past the log end changes
+    /// nothing. Durable before it returns the new log end; the lower log end
+    /// is then published (subscribers notified, high watermark clamped).
+    pub async fn truncate(&self, topic: &str, partition: u32, offset: u64) -> Result<u64, StoreError> {
+        let (t, _) = self.partition(topic, partition)?;
+        let topic_id = t.config.id;
+        self.run_job(|reply| Job::Truncate { topic: topic.to_string(), topic_id, partition, offset, reply }).await
+    }
+
+    /// The epoch of the last batch of a partition (0 if it has none).
+    pub fn last_epoch(&self, topic: &str, partition: u32) -> Result<u32, StoreError> {
+        Ok(self.partition(topic, partition)?.1.last_epoch())
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch for a partition: the largest cached
+    /// epoch `e <= epoch` and its end offset (the start of the next cached
+    /// epoch, or the log end if `e` is the last); `(epoch, log_start)` if no
+    /// cached epoch is `<= epoch`.
+    pub fn epoch_end_offset(&self, topic: &str, partition: u32, epoch: u32) -> Result<(u32, u64), StoreError> {
+        Ok(self.partition(topic, partition)?.1.epoch_end_offset(epoch))
+    }
+
+    /// Applies one metadata command directly (single node; no Raft marks).
+    /// Same semantics as [`Store::apply`] of that command. A broker whose
+    /// metadata comes from the Raft log must not use this (nor the direct
+    /// methods below built on it): its replicated state would diverge.
+    pub async fn execute(&self, command: MetaCommand) -> Result<MetaOutput, StoreError> {
+        self.run_job(|reply| Job::Execute { command, reply }).await
     }
 
     /// Creates a topic (the id field of `config` is assigned by the store).
-    pub async fn create_topic(&self, config: TopicConfig) -> Result<TopicConfig, StoreError> {
-        self.run_job(|reply| Job::CreateTopic { config, reply }).await
+    /// Empty `assignments` become [`PartitionAssignment::single`] of this
+    /// broker for every partition.
+    pub async fn create_topic(&self, mut config: TopicConfig) -> Result<TopicConfig, StoreError> {
+        if config.assignments.is_empty() {
+            config.fill_assignments(self.broker_id);
+        }
+        self.execute(MetaCommand::CreateTopic { config }).await?.into_topic()
     }
 
     /// Deletes a topic and all its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), StoreError> {
-        self.run_job(|reply| Job::DeleteTopic { name: name.to_string(), reply }).await
+        self.execute(MetaCommand::DeleteTopic { name: name.to_string() }).await?.into_done()
     }
 
-    /// Grows a topic to `count` partitions.
+    /// Grows a topic to `count` partitions, the new ones assigned to this
+    /// broker alone.
     pub async fn add_partitions(&self, name: &str, count: u32) -> Result<TopicConfig, StoreError> {
-        self.run_job(|reply| Job::AddPartitions { name: name.to_string(), count, reply }).await
+        let current = self.topic(name)?.config.partitions;
+        let single = PartitionAssignment::single(self.broker_id);
+        let assignments = vec![single; count.saturating_sub(current) as usize];
+        self.execute(MetaCommand::AddPartitions { name: name.to_string(), count, assignments }).await?.into_topic()
+    }
+
+    /// Allocates a fresh nonzero producer id directly (single node).
+    pub async fn allocate_producer_id(&self) -> Result<u64, StoreError> {
+        self.execute(MetaCommand::AllocateProducerId).await?.into_producer_id()
     }
 
     /// Applies every topic's retention as of `now_ms`; returns the number of batches deleted.
@@ -283,14 +436,12 @@ impl Store {
 
     /// Durably records committed positions for `group` (all or none). Fails
     /// with UnknownTopic/UnknownPartition if any entry names no partition.
-    /// This is the seam for replicated offsets: callers see only this call
-    /// and [`Store::committed_offsets`].
     pub async fn commit_offsets(
         &self,
         group: &str,
         offsets: Vec<(String, u32, u64, String)>,
     ) -> Result<(), StoreError> {
-        self.run_job(|reply| Job::CommitOffsets { group: group.to_string(), offsets, reply }).await
+        self.execute(MetaCommand::CommitOffsets { group: group.to_string(), offsets }).await?.into_done()
     }
 
     /// The durably committed positions of `group` (empty if none).
@@ -310,14 +461,14 @@ impl Store {
     /// UnknownTopic/UnknownPartition and nothing is written). A redeployment
     /// keeps the counters and sets the status to running. Returns what was stored.
     pub async fn deploy_processor(&self, deployment: ProcessorDeployment) -> Result<ProcessorDescription, StoreError> {
-        self.run_job(|reply| Job::DeployProcessor { deployment, reply }).await
+        self.execute(deployment.into()).await?.into_processor()
     }
 
     /// Deletes a processor with its counters, module, state and the committed
     /// offsets of group `processor.<name>`, in one transaction.
     /// UnknownProcessor if there is none of that name.
     pub async fn delete_processor(&self, name: &str) -> Result<(), StoreError> {
-        self.run_job(|reply| Job::DeleteProcessor { name: name.to_string(), reply }).await
+        self.execute(MetaCommand::DeleteProcessor { name: name.to_string() }).await?.into_done()
     }
 
     /// Applies a batch commit in one transaction, all or nothing: the offsets
@@ -326,7 +477,7 @@ impl Store {
     /// nothing, with UnknownProcessor, InvalidRequest (a topic that is not an
     /// input) or UnknownTopic/UnknownPartition. Membership is not checked here.
     pub async fn commit_processor_batch(&self, commit: ProcessorCommit) -> Result<(), StoreError> {
-        self.run_job(|reply| Job::CommitProcessorBatch { commit, reply }).await
+        self.execute(commit.into()).await?.into_done()
     }
 
     /// Durably sets the status and reason of a processor's `version`. Returns
@@ -339,14 +490,69 @@ impl Store {
         status: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        self.run_job(|reply| Job::SetProcessorStatus {
+        let command = MetaCommand::SetProcessorStatus {
             name: name.to_string(),
             version,
             status: status.to_string(),
             reason: reason.to_string(),
-            reply,
-        })
-        .await
+        };
+        self.execute(command).await?.into_flag()
+    }
+
+    /// Applies committed Raft entries in order, in one transaction: each
+    /// entry's command (if any) together with its `applied` mark (and
+    /// `membership` mark, if any), so after a crash the marks and the
+    /// replicated tables agree. Returns one result per entry: a command's own
+    /// failure (TopicExists, UnknownTopic, UnknownProcessor, ...) is that
+    /// entry's `Err` and still advances the marks. The outer `Err` (storage
+    /// failure, shutdown) means no entry of the call was applied.
+    pub async fn apply(&self, entries: Vec<ApplyEntry>) -> Result<Vec<Result<MetaOutput, StoreError>>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run_job(|reply| Job::Apply { entries, reply }).await
+    }
+
+    /// The last committed `applied` and `membership` marks (none before the
+    /// first entry was applied or a snapshot installed), read in one read
+    /// transaction.
+    pub fn applied_state(&self) -> Result<(Option<Bytes>, Option<Bytes>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RAFT_APPLIED)?;
+        let applied = table.get("applied")?.map(|v| Bytes::copy_from_slice(v.value()));
+        let membership = table.get("membership")?.map(|v| Bytes::copy_from_slice(v.value()));
+        Ok((applied, membership))
+    }
+
+    /// The replicated state (topics with assignments, counters, group
+    /// offsets, processors with counters, modules and state, and the applied
+    /// marks), read in one read transaction, so it is exactly the state after
+    /// the entry its `applied` mark names. Not in it: partition logs and
+    /// offsets, epoch caches, producer state. The encoding is in
+    /// `snapshot.rs`; equal replicated states give equal bytes.
+    pub fn snapshot(&self) -> Result<Bytes, StoreError> {
+        snapshot::Snapshot::read(&self.db, self.broker_id)?.encode()
+    }
+
+    /// [`Store::snapshot`] together with the applied and membership marks it
+    /// holds (read in the same transaction, so they name exactly the state
+    /// in the snapshot even while entries are being applied).
+    pub fn snapshot_with_marks(&self) -> Result<(Bytes, Option<Bytes>, Option<Bytes>), StoreError> {
+        let snapshot = snapshot::Snapshot::read(&self.db, self.broker_id)?;
+        let (applied, membership) = (snapshot.applied.clone(), snapshot.membership.clone());
+        Ok((snapshot.encode()?, applied, membership))
+    }
+
+    /// Replaces the replicated state with a [`Store::snapshot`]'s, in one
+    /// transaction: topics missing from it are deleted with their logs, new
+    /// ones get empty partitions, a topic of the same name but another id is
+    /// replaced (its logs deleted), topics with the same name and id keep
+    /// their logs. Catalog, offsets and processors are rebuilt. A snapshot
+    /// that does not decode or is inconsistent fails with InvalidRequest and
+    /// changes nothing.
+    pub async fn install_snapshot(&self, data: Bytes) -> Result<(), StoreError> {
+        let snapshot = Box::new(snapshot::Snapshot::decode(data)?);
+        self.run_job(|reply| Job::InstallSnapshot { snapshot, reply }).await
     }
 
     /// Every deployed processor as committed, with its counters, sorted by name.
@@ -387,10 +593,36 @@ impl Store {
         processors::scan_state(&self.db, name, partition, after, max_bytes)
     }
 
-    /// Reads whole batches of one partition starting with the batch that holds
-    /// `offset`, adding batches while the total stays within `max_bytes` (at
-    /// least one batch is returned if any exists at or after `offset`).
+    /// Consumer read: whole batches of one partition starting with the batch
+    /// that holds `offset`, only batches that end at or below the high
+    /// watermark, adding batches while the total stays within `max_bytes` (at
+    /// least one batch is returned if any qualifies). An offset between the
+    /// high watermark and the log end gives an empty result;
+    /// OffsetOutOfRange below the log start or past the log end.
     pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ReadResult, StoreError> {
+        self.read_up_to(topic, partition, offset, max_bytes, false)
+    }
+
+    /// Follower read: like [`Store::read`], but up to the local log end
+    /// (the result still reports the high watermark for the follower).
+    pub fn read_replica(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StoreError> {
+        self.read_up_to(topic, partition, offset, max_bytes, true)
+    }
+
+    fn read_up_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        to_log_end: bool,
+    ) -> Result<ReadResult, StoreError> {
         let (t, p) = self.partition(topic, partition)?;
         let offsets = p.offsets();
         let out_of_range = |o: PartitionOffsets| StoreError::OffsetOutOfRange {
@@ -403,8 +635,14 @@ impl Store {
         if offset < offsets.log_start || offset > offsets.log_end {
             return Err(out_of_range(offsets));
         }
-        let empty = ReadResult { records: Bytes::new(), high_watermark: offsets.log_end, log_start: offsets.log_start };
-        if offset == offsets.log_end {
+        let empty = ReadResult {
+            records: Bytes::new(),
+            high_watermark: offsets.high_watermark,
+            log_start: offsets.log_start,
+            log_end: offsets.log_end,
+        };
+        let limit = if to_log_end { offsets.log_end } else { offsets.high_watermark };
+        if offset >= limit {
             return Ok(empty);
         }
         let txn = self.db.begin_read()?;
@@ -422,8 +660,12 @@ impl Store {
         };
         let mut buf = BytesMut::new();
         for entry in table.range(start..)? {
-            let (_, value) = entry?;
+            let (key, value) = entry?;
             let value = value.value();
+            let info = batch_info(value).map_err(|e| StoreError::Storage(format!("corrupt stored batch: {e}")))?;
+            if key.value().saturating_add(u64::from(info.record_count)) > limit {
+                break;
+            }
             if !buf.is_empty() && buf.len() + value.len() > max_bytes {
                 break;
             }
@@ -463,6 +705,8 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
     data_dir.join("eddy.redb")
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod processor_tests;
 #[cfg(test)]

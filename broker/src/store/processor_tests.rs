@@ -11,7 +11,7 @@ use super::processors::{MODULE_CHUNK_BYTES, PROCESSORS, PROCESSOR_MODULES, PROCE
 use super::tests::{config, topic};
 use super::*;
 
-fn description(name: &str) -> ProcessorDescription {
+pub(crate) fn description(name: &str) -> ProcessorDescription {
     ProcessorDescription {
         name: name.into(),
         version: 0,
@@ -32,11 +32,11 @@ fn description(name: &str) -> ProcessorDescription {
 }
 
 /// A module of `len` bytes that differs from any other seed.
-fn wasm(len: usize, seed: u8) -> Bytes {
+pub(crate) fn wasm(len: usize, seed: u8) -> Bytes {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>().into()
 }
 
-fn deployment(name: &str, wasm: Bytes, initial: &[(u32, u64)]) -> ProcessorDeployment {
+pub(crate) fn deployment(name: &str, wasm: Bytes, initial: &[(u32, u64)]) -> ProcessorDeployment {
     ProcessorDeployment {
         description: description(name),
         wasm,
@@ -44,7 +44,7 @@ fn deployment(name: &str, wasm: Bytes, initial: &[(u32, u64)]) -> ProcessorDeplo
     }
 }
 
-fn put(key: &str, value: &str) -> StateEntry {
+pub(crate) fn put(key: &str, value: &str) -> StateEntry {
     StateEntry { key: Bytes::copy_from_slice(key.as_bytes()), value: Some(Bytes::copy_from_slice(value.as_bytes())) }
 }
 
@@ -52,15 +52,20 @@ fn del(key: &str) -> StateEntry {
     StateEntry { key: Bytes::copy_from_slice(key.as_bytes()), value: None }
 }
 
-fn writes(partition: u32, entries: Vec<StateEntry>) -> PartitionStateWrites {
+pub(crate) fn writes(partition: u32, entries: Vec<StateEntry>) -> PartitionStateWrites {
     PartitionStateWrites { partition, writes: entries }
 }
 
-fn stats(records_in: u64, batches: u64) -> ProcessorStats {
+pub(crate) fn stats(records_in: u64, batches: u64) -> ProcessorStats {
     ProcessorStats { records_in, batches, ..ProcessorStats::default() }
 }
 
-fn commit(name: &str, offsets: &[(u32, u64)], state: Vec<PartitionStateWrites>, s: ProcessorStats) -> ProcessorCommit {
+pub(crate) fn commit(
+    name: &str,
+    offsets: &[(u32, u64)],
+    state: Vec<PartitionStateWrites>,
+    s: ProcessorStats,
+) -> ProcessorCommit {
     ProcessorCommit {
         name: name.into(),
         offsets: offsets.iter().map(|(p, o)| ("in".to_string(), *p, *o, String::new())).collect(),

@@ -80,21 +80,11 @@ pub struct ProcessorCommit {
     pub stats: ProcessorStats,
 }
 
-/// The bytes a job carries, for bounding a round's size.
-pub(crate) fn deployment_bytes(d: &ProcessorDeployment) -> usize {
-    d.wasm.len()
-}
-
-/// The bytes a job carries, for bounding a round's size.
-pub(crate) fn commit_bytes(c: &ProcessorCommit) -> usize {
-    c.state.iter().flat_map(|p| &p.writes).map(|w| w.key.len() + w.value.as_ref().map_or(0, Bytes::len)).sum()
-}
-
 fn stats_tuple(s: &ProcessorStats) -> (u64, u64, u64, u64, u64, u64) {
     (s.records_in, s.records_out, s.errors, s.dead_lettered, s.batches, s.wasm_nanos)
 }
 
-fn stats_of(t: (u64, u64, u64, u64, u64, u64)) -> ProcessorStats {
+pub(crate) fn stats_of(t: (u64, u64, u64, u64, u64, u64)) -> ProcessorStats {
     ProcessorStats { records_in: t.0, records_out: t.1, errors: t.2, dead_lettered: t.3, batches: t.4, wasm_nanos: t.5 }
 }
 
@@ -110,7 +100,7 @@ fn add_stats(total: &ProcessorStats, delta: &ProcessorStats) -> ProcessorStats {
     }
 }
 
-fn decode_description(name: &str, bytes: &[u8]) -> Result<ProcessorDescription, StoreError> {
+pub(crate) fn decode_description(name: &str, bytes: &[u8]) -> Result<ProcessorDescription, StoreError> {
     from_bytes(Bytes::copy_from_slice(bytes))
         .map_err(|e| StoreError::Storage(format!("corrupt description of processor {name}: {e}")))
 }

@@ -7,7 +7,7 @@ use super::*;
 
 /// A durable store in `dir` (shared by the store's and the handlers' tests).
 pub(crate) fn config(dir: &Path) -> StoreConfig {
-    StoreConfig { path: store_path(dir), durability: DurabilityPolicy::EveryCommit }
+    StoreConfig { path: store_path(dir), durability: DurabilityPolicy::EveryCommit, broker_id: 1 }
 }
 
 /// A topic without retention (shared by the store's and the handlers' tests).
@@ -19,10 +19,12 @@ pub(crate) fn topic(name: &str, partitions: u32) -> TopicConfig {
         replication_factor: 1,
         retention_ms: None,
         retention_bytes: None,
+        min_insync_replicas: 1,
+        assignments: Vec::new(),
     }
 }
 
-fn batch(values: &[&str], ts: i64) -> Bytes {
+pub(crate) fn batch(values: &[&str], ts: i64) -> Bytes {
     let mut b = BatchBuilder::with_capacity(64);
     for v in values {
         b.push(None, v.as_bytes(), ts, &[]);
@@ -30,7 +32,7 @@ fn batch(values: &[&str], ts: i64) -> Bytes {
     b.finish(0, 0)
 }
 
-fn values(read: &ReadResult, from: u64) -> Vec<String> {
+pub(crate) fn values(read: &ReadResult, from: u64) -> Vec<String> {
     split_batches(read.records.clone())
         .flat_map(|b| b.unwrap().records().collect::<Vec<_>>())
         .map(|r| r.unwrap())
@@ -39,8 +41,24 @@ fn values(read: &ReadResult, from: u64) -> Vec<String> {
         .collect()
 }
 
-async fn append(store: &Store, t: &str, p: u32, b: Bytes) -> u64 {
-    store.append(t, p, b).await.unwrap().await.unwrap()
+/// Makes every partition a leader whose ISR is itself (high watermark =
+/// log end), as the replication layer does on a single node.
+pub(crate) fn lead_all(store: &Store) {
+    for t in store.catalog().values() {
+        for p in &t.partitions {
+            p.set_remote_min(u64::MAX);
+        }
+    }
+}
+
+/// A consumer read with every partition led alone (see [`lead_all`]).
+pub(crate) fn read(store: &Store, t: &str, p: u32, offset: u64, max_bytes: usize) -> Result<ReadResult, StoreError> {
+    lead_all(store);
+    store.read(t, p, offset, max_bytes)
+}
+
+pub(crate) async fn append(store: &Store, t: &str, p: u32, b: Bytes) -> u64 {
+    store.append(t, p, b, 0).await.unwrap().await.unwrap().base_offset
 }
 
 #[tokio::test]
@@ -52,7 +70,7 @@ async fn appends_get_dense_offsets_and_survive_reopen() {
         assert_eq!(append(&store, "t", 0, batch(&["a", "b"], 1)).await, 0);
         assert_eq!(append(&store, "t", 0, batch(&["c"], 1)).await, 2);
         assert_eq!(append(&store, "t", 1, batch(&["x"], 1)).await, 0);
-        let read = store.read("t", 0, 1, 1 << 20).unwrap();
+        let read = read(&store, "t", 0, 1, 1 << 20).unwrap();
         assert_eq!(values(&read, 1), ["b", "c"]);
         assert_eq!(read.high_watermark, 3);
         store.close().await;
@@ -60,7 +78,7 @@ async fn appends_get_dense_offsets_and_survive_reopen() {
     let store = Store::open(config(dir.path())).unwrap();
     let (_, p) = store.partition("t", 0).unwrap();
     assert_eq!(p.offsets().log_end, 3);
-    assert_eq!(values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0), ["a", "b", "c"]);
+    assert_eq!(values(&read(&store, "t", 0, 0, 1 << 20).unwrap(), 0), ["a", "b", "c"]);
     assert_eq!(append(&store, "t", 0, batch(&["d"], 1)).await, 3);
     store.close().await;
 }
@@ -73,14 +91,14 @@ async fn read_respects_max_bytes_but_returns_at_least_one_batch() {
     for i in 0..5 {
         append(&store, "t", 0, batch(&[&format!("v{i}")], 1)).await;
     }
-    let one = store.read("t", 0, 0, 1).unwrap();
+    let one = read(&store, "t", 0, 0, 1).unwrap();
     assert_eq!(values(&one, 0), ["v0"]);
-    let all = store.read("t", 0, 2, 1 << 20).unwrap();
+    let all = read(&store, "t", 0, 2, 1 << 20).unwrap();
     assert_eq!(values(&all, 2), ["v2", "v3", "v4"]);
-    assert!(store.read("t", 0, 5, 100).unwrap().records.is_empty());
-    assert!(matches!(store.read("t", 0, 6, 100), Err(StoreError::OffsetOutOfRange { log_end: 5, .. })));
-    assert!(matches!(store.read("nope", 0, 0, 100), Err(StoreError::UnknownTopic(_))));
-    assert!(matches!(store.read("t", 1, 0, 100), Err(StoreError::UnknownPartition { .. })));
+    assert!(read(&store, "t", 0, 5, 100).unwrap().records.is_empty());
+    assert!(matches!(read(&store, "t", 0, 6, 100), Err(StoreError::OffsetOutOfRange { log_end: 5, .. })));
+    assert!(matches!(read(&store, "nope", 0, 0, 100), Err(StoreError::UnknownTopic(_))));
+    assert!(matches!(read(&store, "t", 1, 0, 100), Err(StoreError::UnknownPartition { .. })));
     store.close().await;
 }
 
@@ -103,8 +121,8 @@ async fn retention_deletes_whole_old_batches_by_time_and_bytes() {
     assert_eq!(store.enforce_retention(10_500).await.unwrap(), 1 + 3);
     let (_, p) = store.partition("time", 0).unwrap();
     assert_eq!(p.offsets().log_start, 2);
-    assert!(matches!(store.read("time", 0, 0, 100), Err(StoreError::OffsetOutOfRange { log_start: 2, .. })));
-    assert_eq!(values(&store.read("time", 0, 2, 100).unwrap(), 2), ["new"]);
+    assert!(matches!(read(&store, "time", 0, 0, 100), Err(StoreError::OffsetOutOfRange { log_start: 2, .. })));
+    assert_eq!(values(&read(&store, "time", 0, 2, 100).unwrap(), 2), ["new"]);
     let (_, p) = store.partition("bytes", 0).unwrap();
     assert_eq!(p.offsets().log_start, 3);
     assert_eq!(p.offsets().size_bytes, 2 * b.len() as u64);
@@ -130,7 +148,7 @@ async fn admin_changes_are_validated_and_durable() {
     let t = store.topic("t").unwrap();
     assert_eq!(t.config.partitions, 2);
     // The recreated topic does not see the deleted one's data.
-    assert!(store.read("t", 0, 0, 100).unwrap().records.is_empty());
+    assert!(read(&store, "t", 0, 0, 100).unwrap().records.is_empty());
     store.close().await;
 }
 
@@ -145,11 +163,11 @@ async fn many_concurrent_appends_share_commits_and_keep_per_caller_order() {
         tasks.push(tokio::spawn(async move {
             let mut futs = Vec::new();
             for i in 0..200 {
-                futs.push(store.append("t", p, batch(&[&format!("{p}-{i}")], 1)).await.unwrap());
+                futs.push(store.append("t", p, batch(&[&format!("{p}-{i}")], 1), 0).await.unwrap());
             }
             let mut offsets = Vec::new();
             for f in futs {
-                offsets.push(f.await.unwrap());
+                offsets.push(f.await.unwrap().base_offset);
             }
             offsets
         }));
@@ -157,7 +175,7 @@ async fn many_concurrent_appends_share_commits_and_keep_per_caller_order() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), (0..200).collect::<Vec<u64>>());
     }
-    let read = store.read("t", 3, 0, 1 << 20).unwrap();
+    let read = read(&store, "t", 3, 0, 1 << 20).unwrap();
     let expected: Vec<String> = (0..200).map(|i| format!("3-{i}")).collect();
     assert_eq!(values(&read, 0), expected);
     store.close().await;
@@ -199,7 +217,8 @@ async fn committed_offsets_are_validated_durable_and_go_with_their_topic() {
 }
 
 /// Model-based test (in the manner of redb's fuzz_redb): random appends,
-/// retention passes, topic deletions and re-creations and reopenings applied
+/// retention passes, truncations, topic deletions and re-creations and
+/// reopenings applied
 /// both to the store and to an in-memory model of what was acknowledged;
 /// after every step every partition reads back exactly as the model says.
 #[tokio::test]
@@ -284,6 +303,18 @@ async fn random_operations_match_a_model_across_reopens() {
                     model.get_mut(&name).unwrap().push(ModelPartition::default());
                 }
             }
+            80..=86 => {
+                // Truncation to a random offset (whole batches from the end).
+                let name = names[next(3) as usize];
+                if let Some(parts) = model.get_mut(name) {
+                    let p = next(parts.len() as u64) as u32;
+                    let mp = &mut parts[p as usize];
+                    let offset = mp.log_start.saturating_sub(1) + next(mp.log_end() - mp.log_start + 3);
+                    mp.batches.retain(|(b, v, _, _)| b + v.len() as u64 <= offset);
+                    let end = store.truncate(name, p, offset).await.unwrap();
+                    assert_eq!(end, mp.log_end(), "step {step}: truncation of {name}/{p} to {offset}");
+                }
+            }
             _ => {
                 store.close().await;
                 drop(store);
@@ -301,7 +332,7 @@ async fn random_operations_match_a_model_across_reopens() {
                     (mp.log_start, mp.log_end(), mp.size()),
                     "step {step} {name}/{p}"
                 );
-                let read = store.read(name, p as u32, mp.log_start, 1 << 20).unwrap();
+                let read = read(&store, name, p as u32, mp.log_start, 1 << 20).unwrap();
                 let expected: Vec<String> = mp.batches.iter().flat_map(|b| b.1.clone()).collect();
                 assert_eq!(values(&read, mp.log_start), expected, "step {step} {name}/{p}");
             }
@@ -356,21 +387,21 @@ async fn injected_write_failures_lose_nothing_acknowledged() {
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).unwrap();
         let backend = FailingBackend { inner: redb::backends::FileBackend::new(file).unwrap(), fail: fail.clone() };
         let db = redb::Database::builder().create_with_backend(backend).unwrap();
-        let store = Store::from_database(db, DurabilityPolicy::EveryCommit).unwrap();
+        let store = Store::from_database(db, DurabilityPolicy::EveryCommit, 1).unwrap();
         store.create_topic(topic("t", 1)).await.unwrap();
         assert_eq!(append(&store, "t", 0, batch(&["a1", "a2"], 1)).await, 0);
         fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        let failed = store.append("t", 0, batch(&["lost"], 1)).await.unwrap().await;
+        let failed = store.append("t", 0, batch(&["lost"], 1), 0).await.unwrap().await;
         assert!(matches!(failed, Err(StoreError::Storage(_))), "{failed:?}");
         // The failed batch is not visible and the log end did not move.
         let (_, p) = store.partition("t", 0).unwrap();
         assert_eq!(p.offsets().log_end, 2);
-        assert_eq!(values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0), ["a1", "a2"]);
+        assert_eq!(values(&read(&store, "t", 0, 0, 1 << 20).unwrap(), 0), ["a1", "a2"]);
         fail.store(false, std::sync::atomic::Ordering::SeqCst);
         // After the disk recovers, writes either succeed densely or keep failing
         // with a storage error (redb may refuse until reopened); never silently.
-        match store.append("t", 0, batch(&["after"], 1)).await.unwrap().await {
-            Ok(base) => assert_eq!(base, 2),
+        match store.append("t", 0, batch(&["after"], 1), 0).await.unwrap().await {
+            Ok(a) => assert_eq!(a.base_offset, 2),
             Err(e) => assert!(matches!(e, StoreError::Storage(_)), "{e:?}"),
         }
         store.close().await;
@@ -378,7 +409,7 @@ async fn injected_write_failures_lose_nothing_acknowledged() {
     let store = Store::open(config(dir.path())).unwrap();
     let (_, p) = store.partition("t", 0).unwrap();
     let end = p.offsets().log_end;
-    let read = values(&store.read("t", 0, 0, 1 << 20).unwrap(), 0);
+    let read = values(&read(&store, "t", 0, 0, 1 << 20).unwrap(), 0);
     assert_eq!(&read[..2], ["a1", "a2"], "acknowledged records survive");
     assert!(!read.contains(&"lost".to_string()), "the failed batch never appears");
     assert_eq!(append(&store, "t", 0, batch(&["next"], 1)).await, end, "offsets stay dense");

@@ -322,7 +322,7 @@ async fn a_consumer_group_and_a_processor_keep_working_across_a_broker_loss() ->
     let member = {
         let (client, seen, stop) = (client.clone(), seen.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut group = GroupConsumer::subscribe(client, GroupConfig::new("readers"), &["words"]).await?;
+            let mut group = GroupConsumer::subscribe(client, GroupConfig::new("readers"), &["words".to_string()]).await?;
             while !stop.load(Ordering::Relaxed) {
                 for r in group.poll(Duration::from_millis(500)).await? {
                     seen.lock().unwrap().insert(String::from_utf8_lossy(&r.value).into_owned());

@@ -81,7 +81,7 @@ impl StateMachine {
     async fn load_current(&self) -> StoreResult<Option<Arc<StoredSnapshot>>> {
         let mut current = self.current.lock().await;
         if current.is_none() {
-            if let Ok(bytes) = tokio::fs::read(&self.snapshot_path).await {
+            if let Ok(bytes) = std::fs::read(&self.snapshot_path) {
                 let stored: StoredSnapshot = decode(&bytes).map_err(snapshot_err)?;
                 *current = Some(Arc::new(stored));
             }
@@ -116,7 +116,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         let store = self.store.clone();
         let (data, applied, membership) =
-            tokio::task::spawn_blocking(move || store.snapshot()).await.map_err(snapshot_err)?.map_err(snapshot_err)?;
+            tokio::task::spawn_blocking(move || store.snapshot_with_marks()).await.map_err(snapshot_err)?.map_err(snapshot_err)?;
         let last_log_id = match applied {
             Some(b) => Some(decode::<LogId<NodeId>>(&b).map_err(snapshot_err)?),
             None => None,

@@ -1,6 +1,7 @@
 //! The openraft type configuration of Eddy's metadata quorum.
 
 use std::fmt;
+use std::io::Cursor;
 
 use crate::store::{MetaCommand, MetaOutput, StoreError};
 

@@ -13,7 +13,10 @@ use tokio::sync::watch;
 
 use super::processors::deployment_of;
 use super::{HandlerConfig, Handlers};
+use crate::cluster::plan::assign_replicas;
 use crate::groups::GroupService;
+use crate::replication::{ReplicaManager, ReplicationConfig};
+use crate::store::{MetaCommand, TopicConfig};
 use crate::store::tests::{config, topic};
 use crate::store::Store;
 
@@ -27,10 +30,14 @@ struct Env {
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(config(dir.path())).unwrap());
+    let cluster = crate::cluster::testing::single(dir.path(), store.clone()).await;
     for (name, partitions) in [("in", 2), ("out", 1), ("one", 1)] {
-        store.create_topic(topic(name, partitions)).await.unwrap();
+        let config = TopicConfig { assignments: assign_replicas(&[1], 0, partitions, 1, 0), ..topic(name, partitions) };
+        cluster.propose(MetaCommand::CreateTopic { config }).await.unwrap();
     }
-    let groups = GroupService::new(store.clone());
+    let replicas = ReplicaManager::new(cluster.clone(), store.clone(), ReplicationConfig::default());
+    replicas.reconcile();
+    let groups = GroupService::new(store.clone(), cluster);
     let runtime = Arc::new(eddy_runtime::Runtime::new(None).unwrap());
     let (shutdown, rx) = watch::channel(false);
     let config = HandlerConfig {
@@ -39,7 +46,7 @@ async fn env() -> Env {
         max_batch_bytes: 1 << 20,
         max_record_bytes: 1 << 20,
     };
-    let handlers = Arc::new(Handlers::new(store.clone(), groups, runtime, config, rx));
+    let handlers = Arc::new(Handlers::new(store.clone(), groups, runtime, replicas, config, rx));
     Env { _dir: dir, _shutdown: shutdown, store, handlers }
 }
 

@@ -233,7 +233,7 @@ impl Handlers {
         }
         let deployment = deployment_of(req, module_id, crate::now_ms(), initial_offsets);
         let output = self.cluster.propose(MetaCommand::from(deployment)).await?;
-        output.into_processor().ok_or_else(|| Failure::new(ErrorCode::Internal, "deploy answered without a processor"))
+        Ok(output.into_processor()?)
     }
 
     pub(super) fn list_processors(&self, payload: Bytes) -> Result<ListProcessorsResponse, Failure> {
