@@ -781,7 +781,7 @@ impl GroupConsumer {
         let client = &self.client;
         let resolved = futures::future::try_join_all(to_resolve.iter().map(|((topic, partition), spec)| {
             let req = ListOffsetsRequest { topic: topic.clone(), partition: *partition, spec: *spec };
-            async move { client.request(&req).await }
+            async move { client.request_to_leader(&req.topic, req.partition, &req).await }
         }))
         .await?;
         starts.extend(to_resolve.into_iter().zip(resolved).map(|((tp, _), r)| (tp, r.offset)));
