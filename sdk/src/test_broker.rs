@@ -165,7 +165,6 @@ struct Node {
 /// [`TestCluster`].
 pub(crate) struct TestBroker {
     pub addr: SocketAddr,
-    pub id: u32,
     shared: Arc<Shared>,
     node: Arc<Node>,
     endpoint: quinn::Endpoint,
@@ -319,7 +318,7 @@ impl TestBroker {
                 });
             }
         });
-        TestBroker { addr, id, shared, node, endpoint, dir }
+        TestBroker { addr, shared, node, endpoint, dir }
     }
 
     pub fn ca_file(&self) -> PathBuf {
