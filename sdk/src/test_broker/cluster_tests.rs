@@ -311,3 +311,54 @@ async fn the_consumer_follows_the_leader_to_another_broker() {
     assert_eq!(consumer.position("t", 0), Some(200));
     producer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_survives_the_coordinator_moving() {
+    let cluster = TestCluster::start(2).await;
+    let client = connect(&cluster).await;
+    Admin::new(client.clone()).create_topic(NewTopic::new("t", 2)).await.unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).await.unwrap();
+    all_acked(send_all(&producer, "t", 2, "a", 100).await).await;
+    let config = GroupConfig::new("g")
+        .session_timeout(Duration::from_secs(2))
+        .auto_commit(Some(Duration::from_millis(100)))
+        .rebalance_timeout(Duration::from_secs(2));
+    let mut member = GroupConsumer::subscribe(client.clone(), config, &["t".to_string()]).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let poll_until = async |member: &mut GroupConsumer, seen: &mut std::collections::BTreeSet<Bytes>, n| {
+        bounded("records", async {
+            while seen.len() < n {
+                // Every poll succeeds: coordinator trouble never reaches it.
+                for r in member.poll(Duration::from_millis(200)).await.unwrap() {
+                    seen.insert(r.value);
+                }
+            }
+        })
+        .await
+    };
+    poll_until(&mut member, &mut seen, 100).await;
+    // No controller for a while (an election), then broker 1 dies and broker 2 takes over.
+    cluster.set_controller_down(true);
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        member.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    cluster.set_default_leader(2);
+    cluster.broker(1).kill();
+    cluster.set_controller_down(false);
+    all_acked(send_all(&producer, "t", 2, "b", 100).await).await;
+    poll_until(&mut member, &mut seen, 200).await;
+    let mut want: std::collections::BTreeSet<Bytes> = expected(2, "a", 100).into_iter().flatten().collect();
+    want.extend(expected(2, "b", 100).into_iter().flatten());
+    assert_eq!(seen, want, "every record delivered (at least once)");
+    bounded("commits", async {
+        while cluster.broker(2).committed("g", "t", 0) != Some(100)
+            || cluster.broker(2).committed("g", "t", 1) != Some(100)
+        {
+            member.poll(Duration::from_millis(100)).await.unwrap();
+        }
+    })
+    .await;
+    bounded("close", member.close()).await.unwrap();
+    producer.close().await.unwrap();
+}
