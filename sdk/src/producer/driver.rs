@@ -538,7 +538,8 @@ impl Driver {
 
     fn mark_sent(&mut self, p: usize, id: u64, broker: u32) {
         let part = &mut self.parts[p];
-        if let Some(b) = part.batches.iter_mut().find(|b| b.id == id) {
+        // Batches are sent in order: the one to send is at the back or near it.
+        if let Some(b) = part.batches.iter_mut().rev().find(|b| b.id == id) {
             debug_assert!(!b.sent);
             b.sent = true;
             self.unsent_bytes -= b.bytes.len();
@@ -721,7 +722,7 @@ impl Driver {
                     self.mark_unsent(p, id);
                     continue;
                 }
-                if let Some(b) = part.batches.iter().find(|b| b.id == id) {
+                if let Some(b) = part.batches.iter().rev().find(|b| b.id == id) {
                     batches.push((part.partition, b.bytes.clone()));
                     refs.push((p, id));
                 }
