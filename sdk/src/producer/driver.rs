@@ -987,3 +987,41 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_protocol::batch::Header;
+
+    #[test]
+    fn a_rebuilt_batch_keeps_its_records_under_a_new_id_and_sequence() {
+        let mut b = BatchBuilder::with_capacity(256);
+        b.push(Some(b"k"), b"v1", 10, &[Header { key: "h".into(), value: Bytes::from_static(b"x") }]);
+        b.push(None, b"v2", 12, &[]);
+        let original = b.finish(5, 40);
+        let rebuilt = rebuild(&original, 6, 0).unwrap();
+        assert_eq!(rebuilt.len(), original.len());
+        let (old, new) = (BatchView::trusted(original).unwrap(), BatchView::trusted(rebuilt.clone()).unwrap());
+        assert_eq!((new.producer_id(), new.base_sequence(), new.record_count()), (6, 0, 2));
+        let records = |v: &BatchView| v.records().map(|r| r.unwrap()).collect::<Vec<_>>();
+        assert_eq!(records(&old), records(&new));
+        // The CRC was recomputed: the broker's validation accepts it.
+        let limits = eddy_protocol::batch::BatchLimits { max_batch_bytes: 1 << 20, max_record_bytes: 1 << 20 };
+        BatchView::validate(rebuilt, limits).unwrap();
+    }
+
+    #[test]
+    fn only_answers_that_settle_nothing_leave_a_batch_possibly_written() {
+        let broker = |code| ClientError::broker(code, "x");
+        for code in [ErrorCode::Timeout, ErrorCode::StorageError, ErrorCode::Internal] {
+            assert!(maybe_written_by(&broker(code)), "{code}");
+        }
+        for code in [ErrorCode::NotLeader, ErrorCode::OutOfOrderSequence, ErrorCode::NotEnoughReplicas] {
+            assert!(!maybe_written_by(&broker(code)), "{code}");
+        }
+        assert!(maybe_written_by(&ClientError::Transport("lost".into())));
+        assert!(!maybe_written_by(&ClientError::Connect { addr: "a:1".into(), reason: "down".into() }));
+        assert!(is_retriable(&broker(ErrorCode::NotController)));
+        assert!(!is_retriable(&broker(ErrorCode::CorruptBatch)));
+    }
+}
