@@ -1,6 +1,8 @@
 //! Topic administration: create, list, describe, grow and delete topics, and
 //! look up partition offsets; consumer group listing, description and committed
-//! offsets. Each call is one request on the shared [`Client`].
+//! offsets. Each call is one request on the shared [`Client`]: to any broker
+//! (with the client's failover), except offset lookups, which go to the
+//! partition's leader.
 
 use eddy_protocol::messages::{
     CommittedOffset, CreatePartitionsRequest, CreateTopicRequest, DeleteTopicRequest, DescribeGroupRequest,
@@ -123,10 +125,11 @@ impl Admin {
         Ok(())
     }
 
-    /// The earliest (log start) or latest (log end) offset of a partition.
+    /// The earliest (log start) or latest (log end) offset of a partition,
+    /// asked of the partition's leader (following leader changes).
     pub async fn list_offset(&self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<u64, ClientError> {
         let req = ListOffsetsRequest { topic: topic.to_string(), partition, spec };
-        Ok(self.client.request(&req).await?.offset)
+        Ok(self.client.request_to_leader(topic, partition, &req).await?.offset)
     }
 
     /// Consumer groups that have members or committed offsets (those whose

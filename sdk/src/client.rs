@@ -1,26 +1,52 @@
-//! The connection to one broker: TLS setup, the shared QUIC connection, and the
-//! request/response exchange every other module is built on.
+//! The handle to the cluster: TLS setup, one QUIC connection per broker
+//! address, a metadata cache, and the request routing every other module is
+//! built on.
 //!
-//! A [`Client`] owns one quinn `Endpoint` and at most one `Connection`, shared
-//! by all clones. Each request opens its own bidirectional stream, writes one
+//! A [`Client`] owns one quinn `Endpoint` shared by the connections to every
+//! broker (one per address, dialled on first use and again after a loss; see
+//! `conn`). Each request opens its own bidirectional stream, writes one
 //! request frame, finishes its send side and reads one response frame (see
-//! `eddy_protocol::frame`). When the connection is found closed, the next call
-//! dials again; a request that was already written is never sent twice, since
-//! the broker may have applied it (read-only requests excepted, see
-//! [`Client::request`]).
+//! `eddy_protocol::frame`).
+//!
+//! Two kinds of requests:
+//!
+//! * **Control plane** ([`Client::request`]): admin, groups, processors,
+//!   metadata, producer ids. Any broker serves them (it forwards to the
+//!   controller). The client sends to the broker that answered last, and moves
+//!   on to the next known broker (bootstrap list first, then those named by
+//!   metadata) when one cannot be dialled or answers `NOT_CONTROLLER` /
+//!   `SHUTTING_DOWN`, with a backoff of 100 ms doubling to 1 s, until the
+//!   call's timeout. Those answers and connect failures mean nothing was
+//!   applied, so retrying is safe. A request that was written and then lost
+//!   in transport is never sent again (the broker may have applied it), except
+//!   read-only ones.
+//! * **Partition data** ([`Client::request_to_leader`], [`Client::leader`]):
+//!   fetch and list-offsets go to the partition's leader from the metadata
+//!   cache; `NOT_LEADER`, `LEADER_NOT_AVAILABLE`, an unreachable leader or an
+//!   unknown topic refresh the cache (concurrent refreshes are coalesced).
 
+mod conn;
+mod metadata;
+
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use eddy_protocol::codec::to_bytes;
-use eddy_protocol::frame::{self, ApiKey, LENGTH_BYTES, RESPONSE_HEADER_BYTES};
-use eddy_protocol::messages::Request;
+use eddy_protocol::frame::{self, ApiKey};
+use eddy_protocol::messages::{MetadataRequest, MetadataResponse, Request};
+use eddy_protocol::ErrorCode;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::time::{timeout, timeout_at, Instant};
+
+pub(crate) use conn::read_response_frame;
+use conn::{BrokerConn, Dialer, ExchangeError};
+use metadata::{Lookup, MetadataCache};
 
 use crate::error::{self, ClientError};
 
@@ -37,18 +63,26 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// Connection-wide send buffer: bounds the produce bytes quinn holds unacknowledged.
 const SEND_WINDOW_BYTES: u64 = 32 * 1024 * 1024;
+/// First pause before a control-plane or leader request is retried.
+const MIN_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest pause between retries.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// Most bootstrap addresses in `ClientConfig::broker`.
+const MAX_BOOTSTRAP: usize = 64;
 
 /// Where and how to reach a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// `host:port` of the broker; the host may be a name or an IP address
-    /// (IPv6 in brackets, e.g. `[::1]:9092`).
+    /// `host:port` of a broker, or several separated by commas
+    /// (`h1:9092,h2:9092`): the bootstrap brokers, tried in turn. A host may
+    /// be a name or an IP address (IPv6 in brackets, e.g. `[::1]:9092`). The
+    /// other brokers of the cluster are learned from metadata.
     pub broker: String,
     /// PEM file with the CA certificate(s) (or the broker's self-signed
     /// certificate) that the broker's certificate must verify against. Required.
     pub ca_file: Option<PathBuf>,
-    /// Name checked against the broker's certificate; defaults to the host part
-    /// of `broker`.
+    /// Name checked against every broker's certificate; defaults to the host
+    /// part of the address actually dialled.
     pub server_name: Option<String>,
     /// Longest a connection attempt (resolution + handshake) may take.
     pub connect_timeout: Duration,
@@ -57,7 +91,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A configuration for `broker` (`host:port`) with default timeouts
+    /// A configuration for `broker` (`host:port`, or a comma-separated list) with default timeouts
     /// (connect 10 s, request 30 s) and no CA file yet.
     pub fn new(broker: impl Into<String>) -> Self {
         Self {
@@ -94,8 +128,9 @@ impl ClientConfig {
     }
 }
 
-/// A handle to one broker connection. Cheap to clone; clones share the QUIC
-/// endpoint and connection, and any of them may be used concurrently.
+/// A handle to the cluster. Cheap to clone; clones share the QUIC endpoint,
+/// the connections and the metadata cache, and any of them may be used
+/// concurrently.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -103,19 +138,63 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    server_name: String,
-    endpoint: quinn::Endpoint,
-    /// Only addresses of this family are dialled (the endpoint's socket family).
-    ipv6: bool,
-    conn: Mutex<Option<quinn::Connection>>,
-    /// Serializes reconnection so that concurrent callers dial once.
-    dial_lock: tokio::sync::Mutex<()>,
+    /// The addresses of `config.broker`, in order.
+    bootstrap: Vec<String>,
+    dialer: Dialer,
+    /// One connection per broker address.
+    conns: Mutex<HashMap<String, Arc<BrokerConn>>>,
+    /// The broker that answered the last control-plane request: tried first.
+    preferred: Mutex<Option<String>>,
+    metadata: Mutex<MetadataCache>,
+    /// `metadata.version()`, readable without the lock.
+    metadata_version: AtomicU64,
+    /// Serializes metadata refreshes; see [`Client::refresh_metadata`].
+    refresh: tokio::sync::Mutex<RefreshState>,
+}
+
+/// The last metadata refresh, for coalescing.
+#[derive(Default)]
+struct RefreshState {
+    started: Option<Instant>,
+    result: Option<Result<(), ClientError>>,
+}
+
+/// One broker of the cluster, for requests that must go to it (the leader of
+/// a partition). Cheap to clone. Obtained from [`Client::broker`] or
+/// [`Client::leader`].
+#[derive(Clone)]
+pub struct Broker {
+    client: Client,
+    id: u32,
+    conn: Arc<BrokerConn>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("id", &self.id).field("addr", &self.conn.addr()).finish()
+    }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("broker", &self.inner.config.broker).finish_non_exhaustive()
     }
+}
+
+/// The bootstrap addresses of `ClientConfig::broker`: comma-separated,
+/// each `HOST:PORT`.
+pub(crate) fn bootstrap_addrs(brokers: &str) -> Result<Vec<String>, ClientError> {
+    let addrs: Vec<String> = brokers.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect();
+    if addrs.is_empty() {
+        return Err(ClientError::Config(format!("broker address {brokers:?} is not HOST:PORT")));
+    }
+    if addrs.len() > MAX_BOOTSTRAP {
+        return Err(ClientError::Config(format!("at most {MAX_BOOTSTRAP} bootstrap brokers, got {}", addrs.len())));
+    }
+    for addr in &addrs {
+        host_of(addr)?;
+    }
+    Ok(addrs)
 }
 
 /// The host part of `host:port`, without IPv6 brackets.
@@ -179,59 +258,8 @@ fn quic_config(roots: rustls::RootCertStore) -> Result<quinn::ClientConfig, Clie
     Ok(config)
 }
 
-/// Resolves `broker`, IPv4 addresses first.
-async fn resolve(broker: &str) -> Result<Vec<SocketAddr>, ClientError> {
-    let addrs = tokio::net::lookup_host(broker)
-        .await
-        .map_err(|e| ClientError::Connect { addr: broker.to_string(), reason: format!("cannot resolve: {e}") })?;
-    let mut addrs: Vec<SocketAddr> = addrs.collect();
-    addrs.sort_by_key(|a| a.is_ipv6());
-    addrs.dedup();
-    if addrs.is_empty() {
-        return Err(ClientError::Connect { addr: broker.to_string(), reason: "name resolved to no address".into() });
-    }
-    Ok(addrs)
-}
-
-/// Reads one response frame. `Ok(None)` means the broker finished the stream
-/// cleanly at a frame boundary.
-pub(crate) async fn read_response_frame(recv: &mut quinn::RecvStream) -> Result<Option<(u16, Bytes)>, ClientError> {
-    let mut len_buf = [0u8; LENGTH_BYTES];
-    let mut got = 0;
-    while got < LENGTH_BYTES {
-        match recv.read(&mut len_buf[got..]).await.map_err(error::read_error)? {
-            Some(n) => got += n,
-            None if got == 0 => return Ok(None),
-            None => return Err(ClientError::Transport("broker closed the stream inside a frame".into())),
-        }
-    }
-    let len = u32::from_le_bytes(len_buf);
-    frame::check_length(len, RESPONSE_HEADER_BYTES).map_err(|e| ClientError::Decode(e.to_string()))?;
-    let len = len as usize;
-    let mut body: Option<BytesMut> = None;
-    let mut have = 0;
-    while have < len {
-        let chunk = recv
-            .read_chunk(len - have, true)
-            .await
-            .map_err(error::read_error)?
-            .ok_or_else(|| ClientError::Transport("broker closed the stream inside a frame".into()))?;
-        if body.is_none() && chunk.bytes.len() == len {
-            // The whole body arrived in one piece: keep it without copying.
-            return split(chunk.bytes).map(Some);
-        }
-        let buf = body.get_or_insert_with(|| BytesMut::with_capacity(len));
-        buf.extend_from_slice(&chunk.bytes);
-        have = buf.len();
-    }
-    split(body.map(BytesMut::freeze).unwrap_or_default()).map(Some)
-}
-
-fn split(body: Bytes) -> Result<(u16, Bytes), ClientError> {
-    frame::split_response(body).map_err(|e| ClientError::Decode(e.to_string()))
-}
-
 /// Requests that only read state, so that sending them twice is harmless.
+/// (InitProducerId is not: each one allocates a producer id.)
 fn is_read_only(key: ApiKey) -> bool {
     matches!(
         key,
@@ -244,21 +272,56 @@ fn is_read_only(key: ApiKey) -> bool {
     )
 }
 
+/// Answers of a control-plane request that mean nothing was applied and
+/// another broker (or the same one a little later) may take it.
+fn is_elsewhere(code: u16) -> bool {
+    code == ErrorCode::NotController as u16 || code == ErrorCode::ShuttingDown as u16
+}
+
+/// Answers of a partition request that mean the cached leader is wrong (or
+/// about to be): refresh and retry.
+fn is_stale_leader(code: u16) -> bool {
+    matches!(
+        ErrorCode::from_u16(code),
+        ErrorCode::NotLeader | ErrorCode::LeaderNotAvailable | ErrorCode::ShuttingDown | ErrorCode::FencedLeaderEpoch
+    )
+}
+
+fn fatal_connect(err: &ClientError) -> bool {
+    matches!(err, ClientError::Tls { .. } | ClientError::Config(_))
+}
+
+/// Sleeps `backoff` unless that would pass `deadline`; false then.
+async fn pause(backoff: &mut Duration, deadline: Instant) -> bool {
+    if Instant::now() + *backoff >= deadline {
+        return false;
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(MAX_RETRY_BACKOFF);
+    true
+}
+
 impl Client {
-    /// Resolves the broker address, sets up TLS (1.3 only, roots from
-    /// `ca_file`, ALPN `eddy/1`) and connects within `connect_timeout`.
+    /// Parses the bootstrap addresses, sets up TLS (1.3 only, roots from
+    /// `ca_file`, ALPN `eddy/1`) and connects to the first bootstrap broker
+    /// that answers, each within `connect_timeout`.
     ///
     /// Fails with [`ClientError::Config`] when no CA file is given or it holds
-    /// no certificate, [`ClientError::Tls`] when the broker's certificate does
-    /// not verify, and [`ClientError::Connect`] when the broker cannot be reached.
+    /// no certificate or an address is not `HOST:PORT`, [`ClientError::Tls`]
+    /// when a broker's certificate does not verify, and
+    /// [`ClientError::Connect`] (the last one met) when no bootstrap broker can
+    /// be reached.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
-        let default_name = host_of(&config.broker)?.to_string();
-        let server_name = config.server_name.clone().unwrap_or(default_name);
-        rustls_pki_types::ServerName::try_from(server_name.as_str())
-            .map_err(|_| ClientError::Config(format!("{server_name:?} is not a valid TLS server name")))?;
+        let bootstrap = bootstrap_addrs(&config.broker)?;
+        for addr in &bootstrap {
+            let name = server_name_for(&config, addr)?;
+            rustls_pki_types::ServerName::try_from(name.as_str())
+                .map_err(|_| ClientError::Config(format!("{name:?} is not a valid TLS server name")))?;
+        }
         let quic = quic_config(root_store(&config)?)?;
-        let addrs = match timeout(config.connect_timeout, resolve(&config.broker)).await {
-            Ok(r) => r?,
+        let resolving = futures::future::join_all(bootstrap.iter().map(|a| conn::resolve(a)));
+        let resolved = match timeout(config.connect_timeout, resolving).await {
+            Ok(r) => r,
             Err(_) => {
                 return Err(ClientError::Connect {
                     addr: config.broker.clone(),
@@ -266,26 +329,59 @@ impl Client {
                 })
             }
         };
-        let ipv6 = addrs.iter().all(SocketAddr::is_ipv6);
+        let usable: Vec<&SocketAddr> = resolved.iter().filter_map(|r| r.as_ref().ok()).flatten().collect();
+        if usable.is_empty() {
+            // Every resolution failed: report the first.
+            return Err(resolved.into_iter().find_map(Result::err).unwrap_or_else(|| ClientError::Connect {
+                addr: config.broker.clone(),
+                reason: "name resolved to no address".into(),
+            }));
+        }
+        let ipv6 = usable.iter().all(|a| a.is_ipv6());
         let bind: SocketAddr = if ipv6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
             addr: config.broker.clone(),
             reason: format!("cannot open a UDP socket: {e}"),
         })?;
         endpoint.set_default_client_config(quic);
+        let connect_timeout = config.connect_timeout;
         let client = Client {
             inner: Arc::new(Inner {
                 config,
-                server_name,
-                endpoint,
-                ipv6,
-                conn: Mutex::new(None),
-                dial_lock: tokio::sync::Mutex::new(()),
+                bootstrap: bootstrap.clone(),
+                dialer: Dialer { endpoint, ipv6, connect_timeout },
+                conns: Mutex::new(HashMap::new()),
+                preferred: Mutex::new(None),
+                metadata: Mutex::new(MetadataCache::default()),
+                metadata_version: AtomicU64::new(0),
+                refresh: tokio::sync::Mutex::new(RefreshState::default()),
             }),
         };
-        let conn = client.dial(Some(addrs)).await?;
-        client.store(conn);
-        Ok(client)
+        let mut last = None;
+        for (addr, addrs) in bootstrap.iter().zip(resolved) {
+            let result = match addrs {
+                Ok(addrs) => {
+                    let conn = client.conn(addr)?;
+                    conn.dial(&client.inner.dialer, Some(addrs)).await.map(|c| conn.store(c))
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    client.set_preferred(addr);
+                    return Ok(client);
+                }
+                Err(e) if fatal_connect(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(broker = %addr, error = %e, "bootstrap broker unreachable");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connect {
+            addr: client.inner.config.broker.clone(),
+            reason: "no bootstrap broker answered".into(),
+        }))
     }
 
     /// The configuration this client was created with.
@@ -293,16 +389,19 @@ impl Client {
         &self.inner.config
     }
 
-    /// Sends one request on its own stream and returns the broker's answer.
+    /// Sends one control-plane request and returns the answer, bounded by the
+    /// configured `request_timeout` ([`ClientError::Timeout`]); see
+    /// [`Client::request_with_timeout`] for requests the broker holds longer
+    /// (group joins, long polls).
     ///
-    /// If the connection was found lost before the request was written, it is
-    /// re-established first. A request that was written is never sent again
-    /// (the broker may have applied it), except read-only requests (fetch,
-    /// list-offsets, metadata, offset-fetch, list/describe groups), which are
-    /// retried once on a fresh connection when the connection dies under them.
-    /// The whole call is bounded by the configured `request_timeout`
-    /// ([`ClientError::Timeout`]); see [`Client::request_with_timeout`] for
-    /// requests the broker holds longer (group joins, long polls).
+    /// Goes to the broker that answered last; see the [module docs](self) for
+    /// when it moves on to another one. Guarantees: a request that was written
+    /// is never sent again after a transport failure (the broker may have
+    /// applied it), except read-only requests (fetch, list-offsets, metadata,
+    /// offset-fetch, list/describe groups), which are retried on a fresh
+    /// connection or another broker. Requests refused with `NOT_CONTROLLER` or
+    /// `SHUTTING_DOWN`, or that could not be sent, are retried until the
+    /// timeout, after which the last such error is returned.
     pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
         self.request_with_timeout(req, self.inner.config.request_timeout).await
     }
@@ -313,149 +412,360 @@ impl Client {
     /// a long poll), whose limit must cover that wait plus a margin.
     pub async fn request_with_timeout<R: Request>(&self, req: &R, limit: Duration) -> Result<R::Response, ClientError> {
         let frame = frame::request_frame(R::KEY, &to_bytes(req));
-        let attempts = if is_read_only(R::KEY) { 2 } else { 1 };
-        let exchange = async {
-            let mut attempt = 1;
-            loop {
-                let (conn, send, recv) = self.open_stream_inner().await?;
-                match Self::exchange::<R>(frame.clone(), send, recv).await {
-                    Err(e @ ClientError::Transport(_)) if attempt < attempts && conn.close_reason().is_some() => {
-                        tracing::debug!(error = %e, api_key = ?R::KEY, "connection lost under a read-only request; retrying once");
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
-        };
-        match timeout(limit, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(ClientError::Timeout(limit)),
-        }
-    }
-
-    async fn exchange<R: Request>(
-        frame: Bytes,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) -> Result<R::Response, ClientError> {
-        send.write_chunk(frame).await.map_err(error::write_error)?;
-        // Finishing only fails if the stream is already closed, which the read reports.
-        let _ = send.finish();
-        let (code, payload) = read_response_frame(&mut recv)
-            .await?
-            .ok_or_else(|| ClientError::Transport("broker closed the stream without answering".into()))?;
+        let (code, payload, _) = self.control_exchange(&frame, R::KEY, limit).await?;
         error::decode_response::<R::Response>(code, payload)
     }
 
-    /// Closes the connection (code 0) and waits briefly (at most one second)
-    /// for the broker to learn of it, so that a short-lived program leaves no
-    /// half-open connection behind. Later calls on any clone reconnect.
-    pub async fn close(&self) {
-        let conn = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(conn) = conn {
-            conn.close(0u32.into(), b"client closed");
-            let _ = timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
-        }
-    }
-
-    /// Opens a bidirectional stream on the connection, reconnecting first if
-    /// the connection was lost. Used by the producer for its pipelined stream.
-    pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        let (_, send, recv) = self.open_stream_inner().await?;
-        Ok((send, recv))
-    }
-
-    async fn open_stream_inner(
+    /// The control-plane exchange behind [`Client::request_with_timeout`];
+    /// also returns the address of the broker that answered.
+    async fn control_exchange(
         &self,
-    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), ClientError> {
-        let mut retried = false;
+        frame: &Bytes,
+        key: ApiKey,
+        limit: Duration,
+    ) -> Result<(u16, Bytes, String), ClientError> {
+        let deadline = Instant::now() + limit;
+        let read_only = is_read_only(key);
+        let mut backoff = MIN_RETRY_BACKOFF;
+        let mut last: Option<ClientError> = None;
+        let mut candidates = self.candidates();
+        let mut next = 0;
         loop {
-            let conn = self.connection().await?;
-            match conn.open_bi().await {
-                Ok((send, recv)) => return Ok((conn, send, recv)),
-                // Nothing was sent yet, so dialling again and retrying is safe.
-                Err(e) if !retried => {
-                    tracing::debug!(error = %e, "connection lost before opening a stream; reconnecting");
-                    retried = true;
+            if next >= candidates.len() {
+                // A whole round failed: pause, then go round again.
+                if !pause(&mut backoff, deadline).await {
+                    return Err(last.unwrap_or(ClientError::Timeout(limit)));
                 }
-                Err(e) => return Err(error::connection_lost(&e)),
+                candidates = self.candidates();
+                next = 0;
+            }
+            let conn = candidates[next].clone();
+            next += 1;
+            let attempt = timeout_at(deadline, conn.exchange(&self.inner.dialer, frame, read_only)).await;
+            match attempt {
+                Err(_) => return Err(ClientError::Timeout(limit)),
+                Ok(Ok((code, payload))) if is_elsewhere(code) => {
+                    let err = error::decode_response::<eddy_protocol::messages::Empty>(code, payload)
+                        .err()
+                        .unwrap_or_else(|| ClientError::broker(ErrorCode::from_u16(code), "retriable refusal"));
+                    tracing::debug!(broker = %conn.addr(), api_key = ?key, error = %err, ?backoff, "request refused; retrying elsewhere");
+                    last = Some(err);
+                    if !pause(&mut backoff, deadline).await {
+                        return Err(last.unwrap_or(ClientError::Timeout(limit)));
+                    }
+                }
+                Ok(Ok((code, payload))) => {
+                    self.set_preferred(conn.addr());
+                    return Ok((code, payload, conn.addr().to_string()));
+                }
+                Ok(Err(ExchangeError::NotSent(e))) if fatal_connect(&e) => return Err(e),
+                Ok(Err(ExchangeError::NotSent(e))) => {
+                    tracing::debug!(broker = %conn.addr(), api_key = ?key, error = %e, "broker unreachable; trying the next one");
+                    last = Some(e);
+                }
+                Ok(Err(ExchangeError::Sent(e))) if read_only => {
+                    tracing::debug!(broker = %conn.addr(), api_key = ?key, error = %e, "read-only request lost; trying the next broker");
+                    last = Some(e);
+                }
+                Ok(Err(ExchangeError::Sent(e))) => return Err(e),
             }
         }
     }
 
-    fn alive(&self) -> Option<quinn::Connection> {
-        let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|c| c.close_reason().is_none()).cloned()
+    /// Brokers to try for a control-plane request: the one that answered
+    /// last, the bootstrap list, then those named by metadata; brokers whose
+    /// last dial failed go last.
+    fn candidates(&self) -> Vec<Arc<BrokerConn>> {
+        let mut addrs: Vec<String> = Vec::new();
+        if let Some(p) = self.inner.preferred.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            addrs.push(p);
+        }
+        addrs.extend(self.inner.bootstrap.iter().cloned());
+        addrs.extend(self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).broker_addrs());
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(a.clone()));
+        let conns: Vec<Arc<BrokerConn>> = addrs
+            .iter()
+            .filter_map(|a| match self.conn(a) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(broker = %a, error = %e, "ignoring a broker address that cannot be dialled");
+                    None
+                }
+            })
+            .collect();
+        let (up, down): (Vec<_>, Vec<_>) = conns.into_iter().partition(|c| !c.seems_down());
+        up.into_iter().chain(down).collect()
     }
 
-    fn store(&self, conn: quinn::Connection) {
-        *self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+    fn set_preferred(&self, addr: &str) {
+        let mut p = self.inner.preferred.lock().unwrap_or_else(|p| p.into_inner());
+        if p.as_deref() != Some(addr) {
+            *p = Some(addr.to_string());
+        }
     }
 
-    /// The live connection, dialling a new one if there is none.
-    async fn connection(&self) -> Result<quinn::Connection, ClientError> {
-        if let Some(conn) = self.alive() {
-            return Ok(conn);
+    /// The connection state of one broker address (created on first use).
+    fn conn(&self, addr: &str) -> Result<Arc<BrokerConn>, ClientError> {
+        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = conns.get(addr) {
+            return Ok(c.clone());
         }
-        let _guard = self.inner.dial_lock.lock().await;
-        if let Some(conn) = self.alive() {
-            return Ok(conn);
-        }
-        tracing::info!(broker = %self.inner.config.broker, "reconnecting to broker");
-        let conn = self.dial(None).await?;
-        self.store(conn.clone());
+        let name = server_name_for(&self.inner.config, addr)?;
+        let conn = Arc::new(BrokerConn::new(addr.to_string(), name));
+        conns.insert(addr.to_string(), conn.clone());
         Ok(conn)
     }
 
-    /// Dials the broker: tries each resolved address of the endpoint's family in
-    /// turn, all within one `connect_timeout`. A TLS failure ends the attempt.
-    async fn dial(&self, addrs: Option<Vec<SocketAddr>>) -> Result<quinn::Connection, ClientError> {
-        let cfg = &self.inner.config;
-        let broker = cfg.broker.as_str();
-        let deadline = Instant::now() + cfg.connect_timeout;
-        let timed_out = || ClientError::Connect {
-            addr: broker.to_string(),
-            reason: format!(
-                "no answer within {:?} (is the broker running and reachable over UDP?)",
-                cfg.connect_timeout
-            ),
+    /// Asks any reachable broker for the metadata of every topic and replaces
+    /// the cache with it.
+    ///
+    /// Coalesced: a caller that finds a refresh under way waits for it and
+    /// then starts another only if that one began before the call (so the
+    /// cache it sees is never older than the call). Bounded by
+    /// `request_timeout`.
+    pub async fn refresh_metadata(&self) -> Result<(), ClientError> {
+        let asked = Instant::now();
+        let mut state = self.inner.refresh.lock().await;
+        if let (Some(started), Some(result)) = (state.started, &state.result) {
+            if started >= asked {
+                return result.clone();
+            }
+        }
+        let started = Instant::now();
+        let frame = frame::request_frame(ApiKey::Metadata, &to_bytes(&MetadataRequest { topics: None }));
+        let result = match self.control_exchange(&frame, ApiKey::Metadata, self.inner.config.request_timeout).await {
+            Ok((code, payload, addr)) => error::decode_response::<MetadataResponse>(code, payload).map(|resp| {
+                let mut cache = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                cache.apply(&resp, &addr);
+                self.inner.metadata_version.store(cache.version(), Ordering::Release);
+            }),
+            Err(e) => Err(e),
         };
-        let addrs = match addrs {
-            Some(a) => a,
-            None => timeout_at(deadline, resolve(broker)).await.map_err(|_| timed_out())??,
-        };
-        let mut last = None;
-        for addr in addrs.into_iter().filter(|a| !a.is_ipv6() || self.inner.ipv6) {
-            let connecting = match self.inner.endpoint.connect(addr, &self.inner.server_name) {
-                Ok(c) => c,
-                Err(quinn::ConnectError::InvalidServerName(name)) => {
-                    return Err(ClientError::Config(format!("{name:?} is not a valid TLS server name")))
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "metadata refresh failed");
+        }
+        state.started = Some(started);
+        state.result = Some(result.clone());
+        result
+    }
+
+    /// Changes whenever the metadata cache is refreshed: a cheap way to notice
+    /// that leaders may have moved.
+    pub fn metadata_version(&self) -> u64 {
+        self.inner.metadata_version.load(Ordering::Acquire)
+    }
+
+    /// The cached leader id of a partition (0: none, or not cached).
+    pub fn cached_leader(&self, topic: &str, partition: u32) -> u32 {
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).leader_id(topic, partition)
+    }
+
+    /// The cached partition count of a topic.
+    pub(crate) fn cached_partition_count(&self, topic: &str) -> Option<u32> {
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).partition_count(topic)
+    }
+
+    fn lookup(&self, topic: &str, partition: u32) -> Lookup {
+        self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).lookup(topic, partition)
+    }
+
+    /// Broker `id` as the metadata cache knows it (no I/O); `None` if the
+    /// cache has no address for it.
+    pub fn broker(&self, id: u32) -> Option<Broker> {
+        let addr = self.inner.metadata.lock().unwrap_or_else(|p| p.into_inner()).broker_addr(id)?.to_string();
+        let conn = self.conn(&addr).ok()?;
+        Some(Broker { client: self.clone(), id, conn })
+    }
+
+    /// The leader of `topic`/`partition`, from the cache, refreshed first if
+    /// the cache does not know the partition. Fails with `UnknownTopic`,
+    /// `UnknownPartition` or `LeaderNotAvailable` broker errors (the last is
+    /// retriable), or the refresh's error.
+    pub async fn leader(&self, topic: &str, partition: u32) -> Result<Broker, ClientError> {
+        let mut lookup = self.lookup(topic, partition);
+        if !matches!(lookup, Lookup::Leader { .. }) {
+            self.refresh_metadata().await?;
+            lookup = self.lookup(topic, partition);
+        }
+        match lookup {
+            Lookup::Leader { id, addr, .. } => Ok(Broker { client: self.clone(), id, conn: self.conn(&addr)? }),
+            other => Err(other.error(topic, partition).unwrap_or_else(|| ClientError::Decode("no leader".into()))),
+        }
+    }
+
+    /// Sends a partition request (fetch, list-offsets) to the partition's
+    /// leader, bounded by `request_timeout`. See
+    /// [`Client::request_to_leader_with_timeout`].
+    pub async fn request_to_leader<R: Request>(
+        &self,
+        topic: &str,
+        partition: u32,
+        req: &R,
+    ) -> Result<R::Response, ClientError> {
+        self.request_to_leader_with_timeout(topic, partition, req, self.inner.config.request_timeout).await
+    }
+
+    /// Sends `req` to the leader of `topic`/`partition` and returns its answer.
+    ///
+    /// While the answer is `NOT_LEADER`, `LEADER_NOT_AVAILABLE`,
+    /// `SHUTTING_DOWN` or `FENCED_LEADER_EPOCH`, the partition has no leader,
+    /// or the leader cannot be dialled, the metadata is refreshed and the
+    /// request sent again (backoff 100 ms doubling to 1 s) until `limit` has
+    /// passed; then the last of those errors is returned (or
+    /// [`ClientError::Timeout`] if the limit passed mid-request). A request
+    /// lost in transport after it was written is retried likewise only if it
+    /// is read-only. `UNKNOWN_TOPIC`/`UNKNOWN_PARTITION` refresh the metadata
+    /// once and are returned unless the refresh names another leader.
+    pub async fn request_to_leader_with_timeout<R: Request>(
+        &self,
+        topic: &str,
+        partition: u32,
+        req: &R,
+        limit: Duration,
+    ) -> Result<R::Response, ClientError> {
+        let frame = frame::request_frame(R::KEY, &to_bytes(req));
+        let deadline = Instant::now() + limit;
+        let read_only = is_read_only(R::KEY);
+        let mut backoff = MIN_RETRY_BACKOFF;
+        let mut refreshed_unknown = false;
+        loop {
+            let lookup = self.lookup(topic, partition);
+            let last = match lookup {
+                Lookup::Leader { id, addr, .. } => {
+                    let conn = self.conn(&addr)?;
+                    match timeout_at(deadline, conn.exchange(&self.inner.dialer, &frame, read_only)).await {
+                        Err(_) => return Err(ClientError::Timeout(limit)),
+                        Ok(Ok((code, payload))) if is_stale_leader(code) => {
+                            error::decode_response::<R::Response>(code, payload)
+                                .err()
+                                .unwrap_or_else(|| ClientError::broker(ErrorCode::from_u16(code), "retriable refusal"))
+                        }
+                        Ok(Ok((code, payload)))
+                            if !refreshed_unknown
+                                && (code == ErrorCode::UnknownTopic as u16
+                                    || code == ErrorCode::UnknownPartition as u16) =>
+                        {
+                            refreshed_unknown = true;
+                            let err = error::decode_response::<R::Response>(code, payload).err();
+                            let _ = timeout_at(deadline, self.refresh_metadata()).await;
+                            if self.cached_leader(topic, partition) != id {
+                                continue;
+                            }
+                            return Err(err.unwrap_or_else(|| ClientError::broker(ErrorCode::from_u16(code), "")));
+                        }
+                        Ok(Ok((code, payload))) => return error::decode_response::<R::Response>(code, payload),
+                        Ok(Err(ExchangeError::NotSent(e))) if fatal_connect(&e) => return Err(e),
+                        Ok(Err(ExchangeError::NotSent(e))) => e,
+                        Ok(Err(ExchangeError::Sent(e))) if read_only => e,
+                        Ok(Err(ExchangeError::Sent(e))) => return Err(e),
+                    }
                 }
-                Err(e) => {
-                    last = Some(ClientError::Connect { addr: broker.to_string(), reason: e.to_string() });
-                    continue;
+                Lookup::NoLeader => lookup.error(topic, partition).unwrap_or(ClientError::Timeout(limit)),
+                Lookup::UnknownTopic | Lookup::UnknownPartition { .. } if !refreshed_unknown => {
+                    refreshed_unknown = true;
+                    match timeout_at(deadline, self.refresh_metadata()).await {
+                        Err(_) => return Err(ClientError::Timeout(limit)),
+                        Ok(Err(e)) if !e.is_retriable() => return Err(e),
+                        Ok(_) => continue,
+                    }
+                }
+                Lookup::UnknownTopic | Lookup::UnknownPartition { .. } => {
+                    return Err(lookup.error(topic, partition).unwrap_or(ClientError::Timeout(limit)))
                 }
             };
-            match timeout_at(deadline, connecting).await {
-                Ok(Ok(conn)) => {
-                    tracing::debug!(%addr, "connected to broker");
-                    return Ok(conn);
+            tracing::debug!(topic, partition, error = %last, ?backoff, "partition request failed; refreshing metadata");
+            if !pause(&mut backoff, deadline).await {
+                return Err(last);
+            }
+            match timeout_at(deadline, self.refresh_metadata()).await {
+                Err(_) => return Err(last),
+                Ok(Err(e)) => tracing::debug!(error = %e, "metadata refresh failed; retrying with the cached leader"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Closes every connection (code 0) and waits briefly (at most one second)
+    /// for the brokers to learn of it, so that a short-lived program leaves no
+    /// half-open connection behind. Later calls on any clone reconnect.
+    pub async fn close(&self) {
+        let conns: Vec<Arc<BrokerConn>> =
+            self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut closed = false;
+        for c in conns {
+            closed |= c.close();
+        }
+        if closed {
+            let _ = timeout(Duration::from_secs(1), self.inner.dialer.endpoint.wait_idle()).await;
+        }
+    }
+
+    /// Opens a bidirectional stream to the broker that answered last (another
+    /// reachable one if it cannot be dialled), reconnecting first if needed.
+    /// For a stream to a given broker, see [`Broker::open_stream`].
+    pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let mut last = None;
+        for conn in self.candidates() {
+            match conn.open_stream(&self.inner.dialer).await {
+                Ok((_, send, recv)) => {
+                    self.set_preferred(conn.addr());
+                    return Ok((send, recv));
                 }
-                Ok(Err(e)) => {
-                    let err = error::connect_error(broker, &e);
-                    tracing::debug!(%addr, error = %err, "connection attempt failed");
-                    if matches!(err, ClientError::Tls { .. }) {
-                        return Err(err);
-                    }
-                    last = Some(err);
-                }
-                Err(_) => return Err(timed_out()),
+                Err(e) if fatal_connect(&e) => return Err(e),
+                Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Connect {
-            addr: broker.to_string(),
-            reason: "no address of a usable family".into(),
+            addr: self.inner.config.broker.clone(),
+            reason: "no broker known".into(),
         }))
+    }
+}
+
+impl Broker {
+    /// The broker's id in the cluster.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The address dialled for it.
+    pub fn addr(&self) -> &str {
+        self.conn.addr()
+    }
+
+    /// Sends one request to this broker only, bounded by the client's
+    /// `request_timeout`: no failover, no retry of broker answers; a read-only
+    /// request is sent once more on a fresh connection if the connection dies
+    /// under it.
+    pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ClientError> {
+        self.request_with_timeout(req, self.client.inner.config.request_timeout).await
+    }
+
+    /// [`Broker::request`] with an explicit timeout.
+    pub async fn request_with_timeout<R: Request>(&self, req: &R, limit: Duration) -> Result<R::Response, ClientError> {
+        let frame = frame::request_frame(R::KEY, &to_bytes(req));
+        let exchange = self.conn.exchange(&self.client.inner.dialer, &frame, is_read_only(R::KEY));
+        match timeout(limit, exchange).await {
+            Err(_) => Err(ClientError::Timeout(limit)),
+            Ok(Err(e)) => Err(e.into_inner()),
+            Ok(Ok((code, payload))) => error::decode_response::<R::Response>(code, payload),
+        }
+    }
+
+    /// Opens a bidirectional stream to this broker, dialling first if the
+    /// connection was lost (not bounded here: bound it with a timeout).
+    pub async fn open_stream(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (_, send, recv) = self.conn.open_stream(&self.client.inner.dialer).await?;
+        Ok((send, recv))
+    }
+}
+
+/// The TLS name to check for a broker at `addr`.
+fn server_name_for(config: &ClientConfig, addr: &str) -> Result<String, ClientError> {
+    match &config.server_name {
+        Some(name) => Ok(name.clone()),
+        None => host_of(addr).map(str::to_string),
     }
 }
 
@@ -471,6 +781,18 @@ mod tests {
         for bad in ["localhost", "localhost:", ":9092", "host:port", "::1:9092", "[::1:9092", "[]:1"] {
             assert!(matches!(host_of(bad), Err(ClientError::Config(_))), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn bootstrap_lists_are_comma_separated_host_ports() {
+        assert_eq!(bootstrap_addrs("a:1").unwrap(), vec!["a:1"]);
+        assert_eq!(bootstrap_addrs("a:1, [::1]:2,b:3,").unwrap(), vec!["a:1", "[::1]:2", "b:3"]);
+        for bad in ["", ",", "a:1,b", "a:1,:2"] {
+            let err = bootstrap_addrs(bad).unwrap_err();
+            assert!(matches!(&err, ClientError::Config(m) if m.contains("HOST:PORT")), "{bad}: {err}");
+        }
+        let many = vec!["a:1"; MAX_BOOTSTRAP + 1].join(",");
+        assert!(matches!(bootstrap_addrs(&many), Err(ClientError::Config(_))));
     }
 
     #[tokio::test]

@@ -1,13 +1,20 @@
 //! The consumer: reads assigned partitions from explicit positions.
 //!
-//! Each assigned partition has its own fetch task that long-polls the broker
-//! (`FetchRequest` with `max_wait`/`min_bytes`) on the shared [`Client`],
+//! Each assigned partition has its own fetch task that long-polls the
+//! partition's leader (`FetchRequest` with `max_wait`/`min_bytes`, routed by
+//! [`Client::request_to_leader`] on the shared [`Client`]),
 //! decodes the returned batches without copying record bytes (keys and values
 //! are `Bytes` slices of the fetch response), and hands the records to
 //! [`Consumer::poll`] through one channel. At most `prefetch` fetch results per
 //! partition are buffered (a permit per result, released when `poll` hands the
 //! records out), so memory is bounded by `prefetch * partitions *
 //! max_bytes_per_fetch`.
+//!
+//! In a cluster, leaders move: `NOT_LEADER`, `LEADER_NOT_AVAILABLE`,
+//! `SHUTTING_DOWN`, an unreachable leader, a lost connection or a timeout make
+//! the fetch task refresh the metadata and retry with backoff, without
+//! reporting anything to [`Consumer::poll`]; the partition resumes from the
+//! same position on the new leader.
 //!
 //! The consumer owns its positions: nothing is committed to the broker.
 
@@ -219,10 +226,11 @@ impl Consumer {
     }
 
     /// Waits up to `timeout` for records and returns those available then
-    /// (an empty Vec on timeout). A fetch error is returned once; the
-    /// partition's fetching then retries with backoff, except for unknown
-    /// topics or partitions (and out-of-range offsets with
-    /// [`OffsetReset::None`]), which stop it.
+    /// (an empty Vec on timeout). Leader changes, unreachable brokers, lost
+    /// connections and timeouts are retried silently (see the module docs).
+    /// Any other fetch error is returned once; the partition's fetching then
+    /// retries with backoff, except for unknown topics or partitions (and
+    /// out-of-range offsets with [`OffsetReset::None`]), which stop it.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         if let Some(err) = self.pending_error.take() {
             return Err(err);
@@ -298,7 +306,25 @@ async fn resolve_start(client: &Client, topic: &str, partition: u32, start: Star
         StartOffset::Latest => OffsetSpec::Latest,
     };
     let req = ListOffsetsRequest { topic: topic.to_string(), partition, spec };
-    Ok(client.request(&req).await?.offset)
+    Ok(client.request_to_leader(topic, partition, &req).await?.offset)
+}
+
+/// Failures that a cluster produces in normal operation (leader changes,
+/// broker restarts) and that a retry against the current leader cures: never
+/// reported to `poll`.
+pub(crate) fn is_transient(err: &ClientError) -> bool {
+    match err {
+        ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout(_) => true,
+        ClientError::Broker { code, .. } => matches!(
+            code,
+            ErrorCode::NotLeader
+                | ErrorCode::LeaderNotAvailable
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotController
+                | ErrorCode::FencedLeaderEpoch
+        ),
+        _ => false,
+    }
 }
 
 /// Decodes a fetch response's batches into records at or after `from`, in
@@ -420,7 +446,10 @@ impl Fetcher {
     fn fetch_ahead(&self, offset: u64, limit: Duration) -> Ahead {
         let client = self.client.clone();
         let req = self.request(offset);
-        let handle = tokio::spawn(async move { client.request_with_timeout(&req, limit).await });
+        let handle = tokio::spawn(async move {
+            let (topic, partition) = (req.topic.clone(), req.partition);
+            client.request_to_leader_with_timeout(&topic, partition, &req, limit).await
+        });
         Ahead { offset, handle }
     }
 
@@ -445,7 +474,7 @@ impl Fetcher {
                 // Dropping a stale fetch-ahead aborts it.
                 _ => {
                     let req = self.request(self.offset);
-                    self.client.request_with_timeout(&req, limit).await
+                    self.client.request_to_leader_with_timeout(&self.topic, self.partition, &req, limit).await
                 }
             };
             let err = match result {
@@ -496,6 +525,13 @@ impl Fetcher {
                     tracing::warn!(topic = %self.topic, partition = self.partition, error = %err, "stopping fetches");
                     self.emit(FetchEventKind::Error(err), None);
                     return;
+                }
+                _ if is_transient(&err) => {
+                    // The client refreshed the metadata; the next fetch goes to the new leader.
+                    tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, ?backoff, "fetch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
                 _ => {
                     tracing::debug!(topic = %self.topic, partition = self.partition, error = %err, ?backoff, "fetch failed");

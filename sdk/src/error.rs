@@ -96,8 +96,10 @@ impl ClientError {
     /// Whether the same call may succeed if tried again later: transport
     /// failures, timeouts, unreachable brokers and retriable broker codes.
     ///
-    /// A retried produce may duplicate records: a request that failed in
-    /// transport or timed out may still have been applied.
+    /// Retrying by hand (sending the records again) may duplicate them: a
+    /// request that failed in transport or timed out may still have been
+    /// applied. The idempotent producer's own retries do not: they resend the
+    /// same batch, which the broker recognises.
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Broker { code, .. } => code.is_retriable(),

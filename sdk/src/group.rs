@@ -64,6 +64,23 @@
 //! number of times with exponential backoff; heartbeats are retried with
 //! backoff for as long as the member lives, and after a session timeout
 //! without an answer the member rejoins.
+//!
+//! # Coordinator failover
+//!
+//! Group requests go to any broker, which forwards them to the controller
+//! (the coordinator); the [`Client`] retries `NOT_CONTROLLER`,
+//! `SHUTTING_DOWN` and unreachable brokers on the next broker until each
+//! request's timeout. What still fails is transient for the member: a join,
+//! offset fetch or start-offset lookup that fails with `NOT_CONTROLLER`,
+//! `SHUTTING_DOWN`, `NOT_LEADER`, `LEADER_NOT_AVAILABLE`, a connect or
+//! transport failure or a timeout makes `poll` retry with backoff (returning
+//! no records if its time runs out) instead of returning the error; a failed
+//! commit leaves the positions uncommitted for the next commit; a heartbeat
+//! without answer for a session timeout makes the member rejoin, as a new
+//! member if the new coordinator does not know it (`UNKNOWN_MEMBER`). A member
+//! that could not commit before it was fenced hands its partitions over at
+//! the last committed offsets: the records since are delivered again
+//! (at-least-once), never skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -78,7 +95,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
+use crate::consumer::{is_transient, Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
 use crate::error::ClientError;
 
 /// Added to the rebalance timeout to bound a `JoinGroup` request: the broker
@@ -462,14 +479,31 @@ impl GroupConsumer {
     /// the positions of records returned by earlier calls when the interval
     /// has passed, then waits up to `timeout` for records and returns those
     /// available (an empty Vec on timeout). A rebalance noticed during the
-    /// wait is handled before records are returned.
+    /// wait is handled before records are returned. Coordinator and leader
+    /// failover are not errors: a join or offset lookup that fails
+    /// transiently (see the module docs) is retried with backoff within this
+    /// call, and again by the next call if its time ran out.
     ///
     /// Cancel-safe: dropping the future loses no record and leaves the
     /// consumer usable (an interrupted rebalance resumes on the next call).
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
+        let mut backoff = MIN_BACKOFF;
         loop {
-            self.ensure_active().await?;
+            if let Err(err) = self.ensure_active().await {
+                if !is_transient(&err) {
+                    return Err(err);
+                }
+                // The coordinator moved or is being elected: try again, within this call's time.
+                tracing::warn!(group = %self.config.group_id, error = %err, ?backoff, "group coordinator unavailable; retrying");
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::time::sleep(backoff.min(deadline - now)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
             if let Some(err) = self.pending_error.take() {
                 return Err(err);
             }
@@ -600,13 +634,9 @@ impl GroupConsumer {
         }
         if !self.member_id.is_empty() {
             let req = LeaveGroupRequest { group: self.config.group_id.clone(), member_id: self.member_id.clone() };
-            match self.client.request(&req).await {
-                Ok(_) => tracing::debug!(group = %self.config.group_id, member = %self.member_id, "left the group"),
-                Err(e) if e.code() == Some(ErrorCode::UnknownMember) => {}
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
+            if let Err(e) = leave(&self.client, &req).await {
+                if result.is_ok() {
+                    result = Err(e);
                 }
             }
         }
@@ -781,7 +811,7 @@ impl GroupConsumer {
         let client = &self.client;
         let resolved = futures::future::try_join_all(to_resolve.iter().map(|((topic, partition), spec)| {
             let req = ListOffsetsRequest { topic: topic.clone(), partition: *partition, spec: *spec };
-            async move { client.request(&req).await }
+            async move { client.request_to_leader(&req.topic, req.partition, &req).await }
         }))
         .await?;
         starts.extend(to_resolve.into_iter().zip(resolved).map(|((tp, _), r)| (tp, r.offset)));
@@ -977,6 +1007,30 @@ async fn send_commit(client: &Client, req: &OffsetCommitRequest) -> Result<(), C
             Ok(_) => return Ok(()),
             Err(e) if e.is_retriable() && attempt < COMMIT_ATTEMPTS => {
                 tracing::debug!(group = %req.group, error = %e, ?backoff, "commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends `LeaveGroup`, retrying transient failures a bounded number of times
+/// (leaving twice is harmless: the second answer is `UNKNOWN_MEMBER`, which
+/// counts as success).
+async fn leave(client: &Client, req: &LeaveGroupRequest) -> Result<(), ClientError> {
+    let mut backoff = MIN_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match client.request(req).await {
+            Ok(_) => {
+                tracing::debug!(group = %req.group, member = %req.member_id, "left the group");
+                return Ok(());
+            }
+            Err(e) if e.code() == Some(ErrorCode::UnknownMember) => return Ok(()),
+            Err(e) if is_transient(&e) && attempt < COMMIT_ATTEMPTS => {
+                tracing::debug!(group = %req.group, error = %e, ?backoff, "leave failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 attempt += 1;

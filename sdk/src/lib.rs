@@ -1,8 +1,10 @@
 //! eddy-sdk: the async Rust client of Eddy, over QUIC (quinn + rustls, ALPN `eddy/1`).
 //!
-//! * [`client`]: [`Client`], one shared QUIC connection to a broker, TLS
-//!   verification against a CA file, one stream per request, transparent
-//!   reconnection; [`ClientConfig`].
+//! * [`client`]: [`Client`], a handle to the cluster: one shared QUIC
+//!   endpoint, a connection per broker, TLS verification against a CA file,
+//!   one stream per request, transparent reconnection, a metadata cache that
+//!   routes partition requests to their leader ([`Broker`]) and failover of
+//!   control-plane requests between brokers; [`ClientConfig`].
 //! * [`admin`]: [`Admin`], topic creation, listing, description, growth,
 //!   deletion and offset lookup.
 //! * [`producer`]: [`Producer`], batching per partition with linger, Kafka's
@@ -42,7 +44,7 @@ pub mod producer;
 mod test_broker;
 
 pub use admin::{Admin, NewTopic};
-pub use client::{Client, ClientConfig};
+pub use client::{Broker, Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
 pub use eddy_protocol::batch::Header;
 pub use eddy_protocol::messages::{

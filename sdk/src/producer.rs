@@ -1,18 +1,41 @@
 //! The producer: batches records per partition and pipelines produce requests
-//! on one long-lived stream.
+//! to each partition's leader, idempotently.
 //!
 //! [`Producer::send`] only enqueues a record on a bounded queue (waiting when
 //! it is full, which is the backpressure) and returns a [`DeliveryFuture`]. A
 //! background task owns everything else: the partitioner and per-partition
-//! batches (the `batcher` module, a state machine with no I/O), a per-topic partition
-//! count cache, and one bidirectional stream on which it writes produce
-//! requests back to back, up to `max_in_flight` unanswered. The broker answers
-//! them in order, so per-partition order holds under pipelining; a reader task
-//! matches each response to the oldest request in flight.
+//! batches (the `batcher` module, a state machine with no I/O), a per-topic
+//! partition count cache, and one long-lived bidirectional stream per leader
+//! broker on which produce requests go back to back, up to `max_in_flight`
+//! unanswered per stream. A broker answers them in order, so per-partition
+//! order holds under pipelining. Each partition's batches go to its leader,
+//! as the [`Client`]'s metadata cache names it.
 //!
-//! Delivery is at most once per `send`: a batch whose request was written is
-//! never written again, even if its connection fails before the answer; its
-//! records fail with a transport error instead (see the driver for why).
+//! # Delivery guarantees
+//!
+//! With [`ProducerConfig::enable_idempotence`] (the default), the producer
+//! gets a producer id from the cluster when it starts and stamps every batch
+//! with it and a per-partition sequence number. A batch that fails with a
+//! retriable error (`NOT_LEADER`, `LEADER_NOT_AVAILABLE`,
+//! `NOT_ENOUGH_REPLICAS`, `OUT_OF_ORDER_SEQUENCE`, `TIMEOUT`, `SHUTTING_DOWN`,
+//! `STORAGE_ERROR`, `NOT_CONTROLLER`), or whose stream or connection fails, is
+//! sent again with the same bytes to the partition's current leader after
+//! `retry_backoff` (metadata refreshed first), until `delivery_timeout` has
+//! passed since its first record was sent; the leader recognises a resend of
+//! a batch it has and answers its original offset. Per partition, resends go
+//! out in sequence order before any later batch. So **each acknowledged
+//! record is written exactly once, and a partition's records are stored in
+//! the order they were sent, across retries and leader failover**. A record
+//! that fails (non-retriable error, or the delivery timeout passed) may or may
+//! not be stored if its batch had been written before.
+//!
+//! Without idempotence, delivery is at most once per `send`: a batch whose
+//! request was written is never written again, even if its connection fails
+//! before the answer; its records fail instead (a resend could duplicate
+//! them). Batches never written are still routed to a new leader.
+//!
+//! With [`Acks::None`] there is no answer, hence no retry: a record counts as
+//! delivered once its request is written.
 
 mod batcher;
 mod driver;
@@ -25,7 +48,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use eddy_protocol::batch::{BatchBuilder, Header, BATCH_HEADER_BYTES};
 use eddy_protocol::limits::{DEFAULT_MAX_RECORD_BYTES, MAX_FRAME_BYTES, MAX_HEADERS_PER_RECORD};
-use eddy_protocol::messages::Acks;
+use eddy_protocol::messages::{Acks, InitProducerIdRequest};
+use eddy_protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::Client;
@@ -44,12 +68,22 @@ pub struct ProducerConfig {
     /// The default, 65,280 bytes, keeps a batch just under redb's 65,408-byte
     /// value size that fits a page.
     pub max_batch_bytes: usize,
-    /// Most produce requests written and not yet answered.
+    /// Most produce requests written and not yet answered, per broker stream.
     pub max_in_flight: usize,
     /// Capacity of the queue between [`Producer::send`] and the batching task.
     pub buffer_records: usize,
     /// Largest encoded record accepted by [`Producer::send`].
     pub max_record_bytes: usize,
+    /// Idempotent delivery with retries (see the module docs). Needs a
+    /// cluster that serves `InitProducerId`; against a broker that does not
+    /// know the request (`UNKNOWN_API_KEY`) the producer runs without
+    /// idempotence and logs a warning.
+    pub enable_idempotence: bool,
+    /// Pause before a failed batch is sent again.
+    pub retry_backoff: Duration,
+    /// Longest a record may take from `send` to its outcome (retries
+    /// included, idempotent producer); then it fails with the last error.
+    pub delivery_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -61,6 +95,9 @@ impl Default for ProducerConfig {
             max_in_flight: 32,
             buffer_records: 65_536,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES as usize,
+            enable_idempotence: true,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -88,6 +125,9 @@ impl ProducerConfig {
         }
         if self.buffer_records == 0 {
             return err("buffer_records must be at least 1".into());
+        }
+        if self.delivery_timeout.is_zero() {
+            return err("delivery_timeout must be positive".into());
         }
         Ok(())
     }
@@ -187,15 +227,31 @@ impl std::fmt::Debug for Producer {
 }
 
 impl Producer {
-    /// Starts a producer on `client`: checks the configuration, opens the
-    /// produce stream (so an unreachable broker fails here) and spawns the
-    /// batching task. Must be called within a tokio runtime.
+    /// Starts a producer on `client`: checks the configuration, asks the
+    /// cluster for a producer id (idempotence on) or for metadata (off), so
+    /// that an unreachable cluster fails here, and spawns the batching task.
+    /// Must be called within a tokio runtime.
     pub async fn new(client: Client, config: ProducerConfig) -> Result<Producer, ClientError> {
         config.validate()?;
-        let stream = client.open_stream().await?;
+        let producer_id = if config.enable_idempotence {
+            match client.request(&InitProducerIdRequest { client_id: client_id() }).await {
+                Ok(resp) if resp.producer_id != 0 => resp.producer_id,
+                Ok(_) => return Err(ClientError::Decode("the cluster gave producer id 0".into())),
+                Err(e) if e.code() == Some(ErrorCode::UnknownApiKey) => {
+                    tracing::warn!(error = %e, "the broker does not serve producer ids; producing without idempotence");
+                    client.refresh_metadata().await?;
+                    0
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            client.refresh_metadata().await?;
+            0
+        };
+        tracing::debug!(producer_id, "producer started");
         let (tx, rx) = mpsc::channel(config.buffer_records);
         let max_record_bytes = config.max_record_bytes;
-        tokio::spawn(driver::Driver::new(client, config).run(rx, stream));
+        tokio::spawn(driver::Driver::new(client, config, producer_id).run(rx));
         Ok(Producer { tx, max_record_bytes })
     }
 
@@ -251,6 +307,11 @@ impl Producer {
     }
 }
 
+/// The client id sent with `InitProducerId`.
+fn client_id() -> String {
+    format!("eddy-producer-{}", std::process::id())
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -273,12 +334,15 @@ mod tests {
         let c = ProducerConfig::default();
         assert_eq!(c.acks, Acks::Leader);
         assert_eq!(c.max_batch_bytes, 65_280);
+        assert!(c.enable_idempotence);
+        assert_eq!((c.retry_backoff, c.delivery_timeout), (Duration::from_millis(100), Duration::from_secs(120)));
         assert!(c.validate().is_ok());
         for bad in [
             ProducerConfig { max_in_flight: 0, ..ProducerConfig::default() },
             ProducerConfig { buffer_records: 0, ..ProducerConfig::default() },
             ProducerConfig { max_batch_bytes: 10, ..ProducerConfig::default() },
             ProducerConfig { max_record_bytes: 0, ..ProducerConfig::default() },
+            ProducerConfig { delivery_timeout: Duration::ZERO, ..ProducerConfig::default() },
         ] {
             assert!(matches!(bad.validate(), Err(ClientError::Config(_))));
         }

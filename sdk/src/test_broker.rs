@@ -4,12 +4,23 @@
 //! [`groups`]) with none of the real broker's storage; it exists so that the
 //! client's connection handling, pipelining, decoding and group protocol are
 //! exercised without the `eddy` binary.
+//!
+//! A [`TestCluster`] runs several such brokers over one shared state (as if
+//! replication were instant): every broker lists all of them in metadata, the
+//! test decides which broker leads each partition, others answer
+//! `NOT_LEADER`, producer ids are handed out and resends of an idempotent
+//! producer's batches are recognised (the original offset is answered, nothing
+//! written), brokers can be killed or told to fail in the ways the SDK must
+//! survive (see the knobs on [`TestBroker`]). The cluster tests live in
+//! `cluster_tests`.
 
+mod cluster_tests;
 mod groups;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,16 +75,45 @@ struct Part {
     log_end: u64,
 }
 
+/// What an idempotent producer wrote to one partition: the next sequence
+/// expected and the last few batches, to recognise resends.
+#[derive(Default)]
+struct ProducerSeq {
+    next: u32,
+    /// (base sequence, record count, base offset), newest last.
+    recent: std::collections::VecDeque<(u32, u32, u64)>,
+}
+
+/// Batches remembered per producer and partition for duplicate detection (Kafka keeps 5).
+const RECENT_BATCHES: usize = 8;
+
 #[derive(Default)]
 struct State {
     topics: HashMap<String, Vec<Part>>,
+    /// Leaders set by the test; other partitions are led by `default_leader`.
+    leaders: HashMap<(String, u32), u32>,
+    default_leader: u32,
+    producers: HashMap<(u64, String, u32), ProducerSeq>,
 }
 
+impl State {
+    fn leader(&self, topic: &str, partition: u32) -> u32 {
+        self.leaders.get(&(topic.to_string(), partition)).copied().unwrap_or(self.default_leader)
+    }
+}
+
+/// The cluster: one replicated log (every broker sees the same data, as if
+/// replication were instant), leaders per partition, groups, producer ids.
 struct Shared {
     state: Mutex<State>,
     appended: Notify,
-    conns: Mutex<Vec<quinn::Connection>>,
     groups: groups::Groups,
+    brokers: Mutex<Vec<BrokerInfo>>,
+    next_producer_id: std::sync::atomic::AtomicU64,
+    /// While set, control-plane requests (other than metadata) get NOT_CONTROLLER.
+    no_controller: AtomicBool,
+    /// Records written (duplicates excluded) and resends recognised.
+    duplicates: AtomicU64,
 }
 
 impl Shared {
@@ -82,12 +122,51 @@ impl Shared {
         let st = self.state.lock().unwrap();
         st.topics.iter().map(|(t, ps)| (t.clone(), ps.len() as u32)).collect()
     }
+
+    fn new() -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { default_leader: 1, ..State::default() }),
+            appended: Notify::new(),
+            groups: groups::Groups::default(),
+            brokers: Mutex::new(Vec::new()),
+            next_producer_id: std::sync::atomic::AtomicU64::new(1000),
+            no_controller: AtomicBool::new(false),
+            duplicates: AtomicU64::new(0),
+        });
+        let ticker = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let Some(s) = ticker.upgrade() else { return };
+                s.groups.tick(&s.partition_counts());
+            }
+        });
+        shared
+    }
 }
 
-/// An in-memory broker on 127.0.0.1 with an ephemeral port.
+/// One broker's own state and fault knobs.
+#[derive(Default)]
+struct Node {
+    id: u32,
+    conns: Mutex<Vec<quinn::Connection>>,
+    /// The next this many produce requests are applied, then the connection
+    /// is closed instead of answered (a failure after the write).
+    drop_after_append: AtomicU32,
+    /// Answers SHUTTING_DOWN to everything while set.
+    shutting_down: AtomicBool,
+    /// Produce requests received.
+    produce_requests: AtomicU64,
+    /// Produce batches this broker appended as the leader.
+    appended_batches: AtomicU64,
+}
+
+/// An in-memory broker on 127.0.0.1 with an ephemeral port, alone or one of a
+/// [`TestCluster`].
 pub(crate) struct TestBroker {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    node: Arc<Node>,
     endpoint: quinn::Endpoint,
     dir: PathBuf,
 }
@@ -96,6 +175,62 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         self.endpoint.close(0u32.into(), b"test over");
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Brokers with ids 1..=n sharing one cluster state; broker 1 leads every
+/// partition until the test moves leaders.
+pub(crate) struct TestCluster {
+    pub brokers: Vec<TestBroker>,
+}
+
+impl TestCluster {
+    pub async fn start(n: u32) -> Self {
+        let shared = Shared::new();
+        let mut brokers = Vec::new();
+        for id in 1..=n {
+            brokers.push(TestBroker::start_in(shared.clone(), id).await);
+        }
+        TestCluster { brokers }
+    }
+
+    /// Broker `id` (1-based).
+    pub fn broker(&self, id: u32) -> &TestBroker {
+        &self.brokers[(id - 1) as usize]
+    }
+
+    /// A client configuration listing every broker as bootstrap.
+    pub fn config(&self) -> crate::ClientConfig {
+        let list: Vec<String> = self.brokers.iter().map(|b| b.addr.to_string()).collect();
+        crate::ClientConfig::new(list.join(",")).ca_file(self.brokers[0].ca_file())
+    }
+
+    /// Makes broker `leader` (0: none) the leader of `topic`/`partition`.
+    pub fn set_leader(&self, topic: &str, partition: u32, leader: u32) {
+        let mut st = self.brokers[0].shared.state.lock().unwrap();
+        st.leaders.insert((topic.to_string(), partition), leader);
+    }
+
+    /// Makes broker `leader` the leader of every partition not set otherwise.
+    pub fn set_default_leader(&self, leader: u32) {
+        let mut st = self.brokers[0].shared.state.lock().unwrap();
+        st.default_leader = leader;
+        st.leaders.clear();
+    }
+
+    /// Control-plane requests get NOT_CONTROLLER while `down`.
+    pub fn set_controller_down(&self, down: bool) {
+        self.brokers[0].shared.no_controller.store(down, Ordering::SeqCst);
+    }
+
+    /// Resends recognised as duplicates so far, over the cluster.
+    pub fn duplicates(&self) -> u64 {
+        self.brokers[0].shared.duplicates.load(Ordering::SeqCst)
+    }
+
+    /// Every record value of a partition in log order.
+    pub fn values(&self, topic: &str, partition: u32) -> Vec<Bytes> {
+        self.brokers[0].values(topic, partition)
     }
 }
 
@@ -109,7 +244,7 @@ fn fail(code: ErrorCode, message: &str) -> Reply {
     Some((code as u16, to_bytes(&ErrorResponse::message(message))))
 }
 
-fn metadata_of(name: &str, parts: &[Part]) -> TopicMetadata {
+fn metadata_of(name: &str, parts: &[Part], st: &State) -> TopicMetadata {
     TopicMetadata {
         name: name.to_string(),
         replication_factor: 1,
@@ -119,22 +254,30 @@ fn metadata_of(name: &str, parts: &[Part]) -> TopicMetadata {
         partitions: parts
             .iter()
             .enumerate()
-            .map(|(i, p)| PartitionMetadata {
-                partition: i as u32,
-                leader: 0,
-                leader_epoch: 0,
-                replicas: vec![0],
-                isr: vec![0],
-                log_start: p.log_start,
-                log_end: p.log_end,
-                size_bytes: p.batches.iter().map(|b| b.2.len() as u64).sum(),
+            .map(|(i, p)| {
+                let leader = st.leader(name, i as u32);
+                PartitionMetadata {
+                    partition: i as u32,
+                    leader,
+                    leader_epoch: 0,
+                    replicas: vec![leader],
+                    isr: vec![leader],
+                    log_start: p.log_start,
+                    log_end: p.log_end,
+                    size_bytes: p.batches.iter().map(|b| b.2.len() as u64).sum(),
+                }
             })
             .collect(),
     }
 }
 
 impl TestBroker {
+    /// A single broker (id 1) that leads every partition.
     pub async fn start() -> Self {
+        Self::start_in(Shared::new(), 1).await
+    }
+
+    async fn start_in(shared: Arc<Shared>, id: u32) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("eddy-sdk-test-{}-{n}", std::process::id()));
@@ -159,35 +302,23 @@ impl TestBroker {
         server.transport_config(Arc::new(transport));
         let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            appended: Notify::new(),
-            conns: Mutex::new(Vec::new()),
-            groups: groups::Groups::default(),
-        });
-        let ticker = Arc::downgrade(&shared);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let Some(s) = ticker.upgrade() else { return };
-                s.groups.tick(&s.partition_counts());
-            }
-        });
+        shared.brokers.lock().unwrap().push(BrokerInfo { id, addr: addr.to_string() });
+        let node = Arc::new(Node { id, ..Node::default() });
         let accept = endpoint.clone();
-        let s = shared.clone();
+        let (s, nd) = (shared.clone(), node.clone());
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
-                let s = s.clone();
+                let (s, nd) = (s.clone(), nd.clone());
                 tokio::spawn(async move {
                     let Ok(conn) = incoming.await else { return };
-                    s.conns.lock().unwrap().push(conn.clone());
+                    nd.conns.lock().unwrap().push(conn.clone());
                     while let Ok((send, recv)) = conn.accept_bi().await {
-                        tokio::spawn(serve_stream(send, recv, s.clone()));
+                        tokio::spawn(serve_stream(send, recv, s.clone(), nd.clone(), conn.clone()));
                     }
                 });
             }
         });
-        TestBroker { addr, shared, endpoint, dir }
+        TestBroker { addr, shared, node, endpoint, dir }
     }
 
     pub fn ca_file(&self) -> PathBuf {
@@ -204,9 +335,37 @@ impl TestBroker {
 
     /// Closes every connection from the broker side.
     pub fn kill_connections(&self) {
-        for c in self.shared.conns.lock().unwrap().drain(..) {
+        for c in self.node.conns.lock().unwrap().drain(..) {
             c.close(7u32.into(), b"killed by test");
         }
+    }
+
+    /// Stops the broker for good: its connections close and its port answers
+    /// nothing from now on.
+    pub fn kill(&self) {
+        self.kill_connections();
+        self.endpoint.close(7u32.into(), b"killed by test");
+    }
+
+    /// The next `n` produce requests are applied and then the connection is
+    /// closed without an answer.
+    pub fn drop_after_append(&self, n: u32) {
+        self.node.drop_after_append.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers SHUTTING_DOWN to every request while `on`.
+    pub fn set_shutting_down(&self, on: bool) {
+        self.node.shutting_down.store(on, Ordering::SeqCst);
+    }
+
+    /// Produce requests this broker received.
+    pub fn produce_requests(&self) -> u64 {
+        self.node.produce_requests.load(Ordering::SeqCst)
+    }
+
+    /// Batches this broker appended as a leader.
+    pub fn appended_batches(&self) -> u64 {
+        self.node.appended_batches.load(Ordering::SeqCst)
     }
 
     /// Drops the batches of a partition that end at or before `offset` (retention).
@@ -235,9 +394,25 @@ impl TestBroker {
         let st = self.shared.state.lock().unwrap();
         st.topics.get(topic).map(|ps| ps.iter().map(|p| p.log_end).collect()).unwrap_or_default()
     }
+
+    /// Every record value of a partition in log order.
+    pub fn values(&self, topic: &str, partition: u32) -> Vec<Bytes> {
+        let st = self.shared.state.lock().unwrap();
+        let part = &st.topics[topic][partition as usize];
+        part.batches
+            .iter()
+            .flat_map(|(_, _, b)| BatchView::trusted(b.clone()).unwrap().records().map(|r| r.unwrap().value))
+            .collect()
+    }
 }
 
-async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, shared: Arc<Shared>) {
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    conn: quinn::Connection,
+) {
     loop {
         let mut len = [0u8; 4];
         if recv.read_exact(&mut len).await.is_err() {
@@ -255,7 +430,19 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
         let Ok((header, payload)) = frame::split_request(Bytes::from(body)) else {
             return;
         };
-        let reply = handle(&shared, header.api_key, payload).await;
+        let reply = if node.shutting_down.load(Ordering::SeqCst) {
+            fail(ErrorCode::ShuttingDown, "shutting down")
+        } else {
+            handle(&shared, &node, header.api_key, payload).await
+        };
+        if header.api_key == ApiKey::Produce as u16 {
+            let drop_now =
+                node.drop_after_append.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+            if drop_now {
+                conn.close(9u32.into(), b"dropped after append by test");
+                return;
+            }
+        }
         if let Some((code, body)) = reply {
             if send.write_all(&frame::response_frame(code, &body)).await.is_err() {
                 return;
@@ -264,15 +451,30 @@ async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, 
     }
 }
 
-async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
+/// The reply of a partition request to a broker that does not lead it.
+fn leader_refusal(st: &State, node: &Node, topic: &str, partition: u32) -> Option<Reply> {
+    match st.leader(topic, partition) {
+        l if l == node.id => None,
+        0 if st.topics.contains_key(topic) => Some(fail(ErrorCode::LeaderNotAvailable, "no leader")),
+        _ if st.topics.contains_key(topic) => Some(fail(ErrorCode::NotLeader, "not the leader")),
+        _ => None,
+    }
+}
+
+async fn handle(shared: &Shared, node: &Node, api_key: u16, payload: Bytes) -> Reply {
     let malformed = |e: eddy_protocol::DecodeError| fail(ErrorCode::MalformedRequest, &e.to_string());
-    match ApiKey::from_u16(api_key) {
+    let key = ApiKey::from_u16(api_key);
+    let control_plane = !matches!(key, Some(ApiKey::Produce | ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::Metadata));
+    if control_plane && shared.no_controller.load(Ordering::SeqCst) {
+        return fail(ErrorCode::NotController, "no controller");
+    }
+    match key {
         Some(ApiKey::Produce) => match from_bytes::<ProduceRequest>(payload) {
-            Ok(req) => produce(shared, req),
+            Ok(req) => produce(shared, node, req),
             Err(e) => malformed(e),
         },
         Some(ApiKey::Fetch) => match from_bytes::<FetchRequest>(payload) {
-            Ok(req) => fetch(shared, req).await,
+            Ok(req) => fetch(shared, node, req).await,
             Err(e) => malformed(e),
         },
         Some(ApiKey::ListOffsets) => {
@@ -281,6 +483,9 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 Err(e) => return malformed(e),
             };
             let st = shared.state.lock().unwrap();
+            if let Some(refusal) = leader_refusal(&st, node, &req.topic, req.partition) {
+                return refusal;
+            }
             let Some(parts) = st.topics.get(&req.topic) else {
                 return fail(ErrorCode::UnknownTopic, "no topic");
             };
@@ -293,6 +498,12 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
             };
             ok(&ListOffsetsResponse { offset })
         }
+        Some(ApiKey::InitProducerId) => match from_bytes::<InitProducerIdRequest>(payload) {
+            Ok(_) => {
+                ok(&InitProducerIdResponse { producer_id: shared.next_producer_id.fetch_add(1, Ordering::SeqCst) })
+            }
+            Err(e) => malformed(e),
+        },
         Some(ApiKey::Metadata) => {
             let req = match from_bytes::<MetadataRequest>(payload) {
                 Ok(r) => r,
@@ -303,14 +514,11 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 .topics
                 .iter()
                 .filter(|(name, _)| req.topics.as_ref().is_none_or(|t| t.contains(name)))
-                .map(|(name, parts)| metadata_of(name, parts))
+                .map(|(name, parts)| metadata_of(name, parts, &st))
                 .collect();
             topics.sort_by(|a, b| a.name.cmp(&b.name));
-            ok(&MetadataResponse {
-                brokers: vec![BrokerInfo { id: 0, addr: "127.0.0.1:0".into() }],
-                controller: 0,
-                topics,
-            })
+            let brokers = shared.brokers.lock().unwrap().clone();
+            ok(&MetadataResponse { brokers, controller: 1, topics })
         }
         Some(ApiKey::CreateTopic) => {
             let req = match from_bytes::<CreateTopicRequest>(payload) {
@@ -325,7 +533,7 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 return fail(ErrorCode::InvalidPartitions, "zero partitions");
             }
             let parts: Vec<Part> = (0..req.partitions).map(|_| Part::default()).collect();
-            let meta = metadata_of(&req.name, &parts);
+            let meta = metadata_of(&req.name, &parts, &st);
             st.topics.insert(req.name, parts);
             ok(&meta)
         }
@@ -344,7 +552,8 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 Ok(r) => r,
                 Err(e) => return malformed(e),
             };
-            let mut st = shared.state.lock().unwrap();
+            let mut guard = shared.state.lock().unwrap();
+            let st = &mut *guard;
             let Some(parts) = st.topics.get_mut(&req.name) else {
                 return fail(ErrorCode::UnknownTopic, "no topic");
             };
@@ -352,7 +561,8 @@ async fn handle(shared: &Shared, api_key: u16, payload: Bytes) -> Reply {
                 return fail(ErrorCode::InvalidPartitions, "shrink");
             }
             parts.resize_with(req.count as usize, Part::default);
-            ok(&metadata_of(&req.name, parts))
+            let st = &*guard;
+            ok(&metadata_of(&req.name, &st.topics[&req.name], st))
         }
         Some(ApiKey::JoinGroup) => match from_bytes::<JoinGroupRequest>(payload) {
             Ok(req) => group_reply(shared.groups.join(req, &shared.partition_counts()).await),
@@ -386,13 +596,16 @@ fn group_reply<T: Wire>(result: Result<T, groups::Refusal>) -> Reply {
     }
 }
 
-fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
+fn produce(shared: &Shared, node: &Node, req: ProduceRequest) -> Reply {
+    node.produce_requests.fetch_add(1, Ordering::SeqCst);
     let limits = BatchLimits { max_batch_bytes: 8 << 20, max_record_bytes: 1 << 20 };
-    let mut st = shared.state.lock().unwrap();
-    let Some(parts) = st.topics.get_mut(&req.topic) else {
+    let mut guard = shared.state.lock().unwrap();
+    let st = &mut *guard;
+    if !st.topics.contains_key(&req.topic) {
         return if req.acks == Acks::None { None } else { fail(ErrorCode::UnknownTopic, "no such topic") };
-    };
+    }
     let mut out = Vec::new();
+    let mut appended = false;
     for pb in req.partitions {
         let mut outcome = PartitionProduceResponse {
             partition: pb.partition,
@@ -400,6 +613,8 @@ fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
             error_message: String::new(),
             base_offset: 0,
         };
+        let leader = st.leader(&req.topic, pb.partition);
+        let parts = st.topics.get_mut(&req.topic).expect("checked above");
         match (parts.get_mut(pb.partition as usize), BatchView::validate(pb.batch.clone(), limits)) {
             (None, _) => {
                 outcome.error_code = ErrorCode::UnknownPartition as u16;
@@ -409,19 +624,52 @@ fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
                 outcome.error_code = ErrorCode::CorruptBatch as u16;
                 outcome.error_message = e.to_string();
             }
+            (Some(_), Ok(_)) if leader != node.id => {
+                let code = if leader == 0 { ErrorCode::LeaderNotAvailable } else { ErrorCode::NotLeader };
+                outcome.error_code = code as u16;
+                outcome.error_message = "not the leader".into();
+            }
             (Some(p), Ok(view)) => {
-                let base = p.log_end;
-                let mut raw = BytesMut::from(&pb.batch[..]);
-                stamp_base_offset(&mut raw, base);
-                p.log_end = base + u64::from(view.record_count());
-                p.batches.push((base, p.log_end, raw.freeze()));
-                outcome.base_offset = base;
+                let count = view.record_count();
+                let seq = view.base_sequence();
+                let producer = (view.producer_id() != 0).then(|| (view.producer_id(), req.topic.clone(), pb.partition));
+                let known = producer.as_ref().map(|k| st.producers.entry(k.clone()).or_default());
+                let duplicate = known.as_ref().and_then(|s| s.recent.iter().find(|r| r.0 == seq && r.1 == count));
+                match (duplicate, known.as_ref().map(|s| s.next)) {
+                    (Some(&(_, _, base)), _) => {
+                        shared.duplicates.fetch_add(1, Ordering::SeqCst);
+                        outcome.base_offset = base;
+                    }
+                    (None, Some(next)) if next != seq => {
+                        outcome.error_code = ErrorCode::OutOfOrderSequence as u16;
+                        outcome.error_message = format!("expected sequence {next}, got {seq}");
+                    }
+                    _ => {
+                        let base = p.log_end;
+                        let mut raw = BytesMut::from(&pb.batch[..]);
+                        stamp_base_offset(&mut raw, base);
+                        p.log_end = base + u64::from(count);
+                        p.batches.push((base, p.log_end, raw.freeze()));
+                        outcome.base_offset = base;
+                        node.appended_batches.fetch_add(1, Ordering::SeqCst);
+                        appended = true;
+                        if let Some(s) = producer.and_then(|k| st.producers.get_mut(&k)) {
+                            s.next = seq.wrapping_add(count);
+                            s.recent.push_back((seq, count, base));
+                            if s.recent.len() > RECENT_BATCHES {
+                                s.recent.pop_front();
+                            }
+                        }
+                    }
+                }
             }
         }
         out.push(outcome);
     }
-    drop(st);
-    shared.appended.notify_waiters();
+    drop(guard);
+    if appended {
+        shared.appended.notify_waiters();
+    }
     if req.acks == Acks::None {
         None
     } else {
@@ -429,7 +677,7 @@ fn produce(shared: &Shared, req: ProduceRequest) -> Reply {
     }
 }
 
-async fn fetch(shared: &Shared, req: FetchRequest) -> Reply {
+async fn fetch(shared: &Shared, node: &Node, req: FetchRequest) -> Reply {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms));
     loop {
         let notified = shared.appended.notified();
@@ -437,6 +685,9 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Reply {
         notified.as_mut().enable();
         {
             let st = shared.state.lock().unwrap();
+            if let Some(refusal) = leader_refusal(&st, node, &req.topic, req.partition) {
+                return refusal;
+            }
             let Some(parts) = st.topics.get(&req.topic) else {
                 return fail(ErrorCode::UnknownTopic, "no topic");
             };
@@ -467,7 +718,9 @@ async fn fetch(shared: &Shared, req: FetchRequest) -> Reply {
                 return ok(&resp);
             }
         }
-        let _ = tokio::time::timeout_at(deadline, notified).await;
+        // A leader change also ends the wait (a poll of the state every 50 ms).
+        let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+        let _ = tokio::time::timeout_at(wake, notified).await;
     }
 }
 

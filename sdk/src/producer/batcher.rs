@@ -8,10 +8,17 @@
 //! polled: [`Batcher::poll_metadata`] (topics whose partition count is needed)
 //! and [`Batcher::poll_ready`] (produce requests to write, grouped per topic).
 //!
+//! Idempotence: each partition has a producer id and the sequence number of
+//! its next record. Closing a batch stamps both into it (the CRC covers
+//! them) and advances the sequence by the batch's record count, wrapping. The
+//! driver restarts a partition's sequence under a new producer id after a
+//! batch of it failed for good ([`Batcher::restart_sequence`]).
+//!
 //! Invariants:
 //! * records of one partition leave in the order they were pushed: batches of a
 //!   partition are closed in order, queued in order, and a request carries at
 //!   most one batch per partition, so that later batches go in later requests;
+//! * the sequences of a partition's batches follow each other in closing order;
 //! * while a topic waits for metadata every new record of it is parked behind
 //!   the earlier ones, so parking never reorders a partition.
 //!
@@ -64,6 +71,8 @@ pub(crate) struct ReadyBatch {
     pub batch: Bytes,
     /// One entry per record, in record order.
     pub pending: Vec<Pending>,
+    /// When its first record was added: the start of its delivery timeout.
+    pub created: Instant,
 }
 
 /// Batches of one topic to send together in one produce request.
@@ -76,11 +85,13 @@ pub(crate) struct ReadyRequest {
     pub bytes: usize,
 }
 
-/// Batching limits.
+/// Batching limits and the producer id.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BatchConfig {
     pub max_batch_bytes: usize,
     pub linger: Duration,
+    /// Stamped into every batch with its sequence; 0: not idempotent (no sequences).
+    pub producer_id: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +109,14 @@ struct OpenBatch {
     id: u64,
     builder: BatchBuilder,
     pending: Vec<Pending>,
+    opened: Instant,
+}
+
+/// A partition's idempotence state: the producer id and the next sequence.
+#[derive(Debug, Clone, Copy)]
+struct Sequence {
+    producer_id: u64,
+    next: u32,
 }
 
 #[derive(Debug)]
@@ -113,6 +132,8 @@ struct TopicAcc {
     open: Vec<Option<OpenBatch>>,
     /// Per partition: the serial of the last request a batch was grouped into.
     stamp: Vec<u64>,
+    /// Per partition: producer id and next sequence.
+    seq: Vec<Sequence>,
     ready: VecDeque<ReadyBatch>,
     /// In `ready_topics` already.
     queued: bool,
@@ -186,6 +207,7 @@ impl Batcher {
                     sticky: 0,
                     open: Vec::new(),
                     stamp: Vec::new(),
+                    seq: Vec::new(),
                     ready: VecDeque::new(),
                     queued: false,
                     parked: VecDeque::new(),
@@ -318,8 +340,12 @@ impl Batcher {
             let capacity = if BATCH_HEADER_BYTES + size > max { size } else { max - BATCH_HEADER_BYTES };
             let id = self.next_batch_id;
             self.next_batch_id += 1;
-            self.topics[t].open[pi] =
-                Some(OpenBatch { id, builder: BatchBuilder::with_capacity(capacity), pending: Vec::new() });
+            self.topics[t].open[pi] = Some(OpenBatch {
+                id,
+                builder: BatchBuilder::with_capacity(capacity),
+                pending: Vec::new(),
+                opened: now,
+            });
             self.deadlines.push_back((now + self.cfg.linger, t, p, id));
             self.open_count += 1;
         }
@@ -342,7 +368,16 @@ impl Batcher {
             return;
         };
         self.open_count -= 1;
-        topic.ready.push_back(ReadyBatch { partition: p, batch: open.builder.finish(0, 0), pending: open.pending });
+        let seq = &mut topic.seq[p as usize];
+        let count = open.builder.record_count();
+        let batch = if seq.producer_id == 0 {
+            open.builder.finish(0, 0)
+        } else {
+            let base = seq.next;
+            seq.next = base.wrapping_add(count);
+            open.builder.finish(seq.producer_id, base)
+        };
+        topic.ready.push_back(ReadyBatch { partition: p, batch, pending: open.pending, created: open.opened });
         if topic.sticky == p && topic.partitions > 0 {
             topic.sticky = (p + 1) % topic.partitions;
         }
@@ -463,6 +498,7 @@ impl Batcher {
                 if acc.open.len() < n as usize {
                     acc.open.resize_with(n as usize, || None);
                     acc.stamp.resize(n as usize, 0);
+                    acc.seq.resize(n as usize, Sequence { producer_id: self.cfg.producer_id, next: 0 });
                 }
                 if n != acc.partitions {
                     tracing::debug!(topic, partitions = n, "partition count updated");
@@ -504,6 +540,19 @@ impl Batcher {
             }
         }
         failed
+    }
+
+    /// Makes the next batch closed for `topic`/`partition` carry
+    /// `producer_id` and sequence `next` (the driver rebuilt the partition's
+    /// unsent batches under a new producer id up to `next`). A partition not
+    /// known yet is left alone.
+    pub fn restart_sequence(&mut self, topic: &str, partition: u32, producer_id: u64, next: u32) {
+        let Some(&t) = self.index.get(topic) else {
+            return;
+        };
+        if let Some(seq) = self.topics[t].seq.get_mut(partition as usize) {
+            *seq = Sequence { producer_id, next };
+        }
     }
 
     /// Records parked waiting for metadata.
@@ -591,8 +640,8 @@ impl FlushTracker {
 /// Encodes a produce request frame as chunks that share the batches' bytes
 /// instead of copying them. Concatenated, the chunks equal
 /// `frame::request_frame(ApiKey::Produce, &to_bytes(&ProduceRequest { .. }))`.
-pub(crate) fn encode_produce(topic: &str, acks: Acks, timeout_ms: u32, batches: &[ReadyBatch]) -> Vec<Bytes> {
-    let payload_len: usize = 4 + topic.len() + 1 + 4 + 4 + batches.iter().map(|b| 4 + 4 + b.batch.len()).sum::<usize>();
+pub(crate) fn encode_produce(topic: &str, acks: Acks, timeout_ms: u32, batches: &[(u32, Bytes)]) -> Vec<Bytes> {
+    let payload_len: usize = 4 + topic.len() + 1 + 4 + 4 + batches.iter().map(|b| 4 + 4 + b.1.len()).sum::<usize>();
     let mut head = BytesMut::with_capacity(4 + REQUEST_HEADER_BYTES + 4 + topic.len() + 9 + 8);
     head.put_u32_le((REQUEST_HEADER_BYTES + payload_len) as u32);
     head.put_u16_le(ApiKey::Produce as u16);
@@ -607,14 +656,14 @@ pub(crate) fn encode_produce(topic: &str, acks: Acks, timeout_ms: u32, batches: 
     head.put_u32_le(timeout_ms);
     head.put_u32_le(batches.len() as u32);
     let mut chunks = Vec::with_capacity(1 + 2 * batches.len());
-    for (i, b) in batches.iter().enumerate() {
+    for (i, (partition, batch)) in batches.iter().enumerate() {
         if i > 0 {
             head = BytesMut::with_capacity(8);
         }
-        head.put_u32_le(b.partition);
-        head.put_u32_le(b.batch.len() as u32);
+        head.put_u32_le(*partition);
+        head.put_u32_le(batch.len() as u32);
         chunks.push(head.split().freeze());
-        chunks.push(b.batch.clone());
+        chunks.push(batch.clone());
     }
     if batches.is_empty() {
         chunks.push(head.freeze());
@@ -663,7 +712,7 @@ mod tests {
     use eddy_protocol::messages::{PartitionBatch, PartitionProduceResponse, ProduceRequest};
     use eddy_protocol::ErrorResponse;
 
-    const CFG: BatchConfig = BatchConfig { max_batch_bytes: 1000, linger: Duration::from_millis(5) };
+    const CFG: BatchConfig = BatchConfig { max_batch_bytes: 1000, linger: Duration::from_millis(5), producer_id: 0 };
 
     fn pending(tracker: &mut FlushTracker) -> (Pending, oneshot::Receiver<Result<RecordMetadata, ClientError>>) {
         let (tx, rx) = oneshot::channel();
@@ -817,6 +866,56 @@ mod tests {
     }
 
     #[test]
+    fn closed_batches_carry_consecutive_sequences_per_partition() {
+        let now = Instant::now();
+        let mut b = Batcher::new(BatchConfig { producer_id: 77, ..CFG }, 0);
+        let mut tr = FlushTracker::default();
+        let (p, _) = pending(&mut tr);
+        b.push(rec(1).partition(0), p, now);
+        b.poll_metadata();
+        assert!(b.on_metadata("t", Ok(2), now).is_empty());
+        let mut push = |b: &mut Batcher, partition: u32, n: usize| {
+            for _ in 0..n {
+                let (p, _) = pending(&mut tr);
+                assert!(b.push(rec(1).partition(partition), p, now).is_none());
+            }
+            b.close_all();
+        };
+        push(&mut b, 0, 2);
+        push(&mut b, 1, 4);
+        push(&mut b, 0, 1);
+        let mut seen: Vec<(u32, u64, u32, u32)> = Vec::new();
+        for r in b.poll_ready(now) {
+            for batch in r.batches {
+                let view = split_batches(batch.batch.clone()).next().unwrap().unwrap();
+                seen.push((batch.partition, view.producer_id(), view.base_sequence(), view.record_count()));
+                assert_eq!(batch.created, now);
+            }
+        }
+        seen.sort();
+        // Partition 0: the first record and the next two share the first batch.
+        assert_eq!(seen, vec![(0, 77, 0, 3), (0, 77, 3, 1), (1, 77, 0, 4)]);
+        // A restart under a new producer id.
+        b.restart_sequence("t", 1, 78, 5);
+        push(&mut b, 1, 2);
+        let reqs = b.poll_ready(now);
+        let view = split_batches(reqs[0].batches[0].batch.clone()).next().unwrap().unwrap();
+        assert_eq!((view.producer_id(), view.base_sequence(), view.record_count()), (78, 5, 2));
+        // Sequences wrap.
+        b.restart_sequence("t", 1, 78, u32::MAX);
+        push(&mut b, 1, 2);
+        push(&mut b, 1, 1);
+        let seqs: Vec<u32> = b
+            .poll_ready(now)
+            .iter()
+            .flat_map(|r| {
+                r.batches.iter().map(|x| split_batches(x.batch.clone()).next().unwrap().unwrap().base_sequence())
+            })
+            .collect();
+        assert_eq!(seqs, vec![u32::MAX, 1]);
+    }
+
+    #[test]
     fn linger_closes_a_batch_only_after_its_first_record_aged() {
         let t0 = Instant::now();
         let mut b = ready_batcher(1, t0);
@@ -929,11 +1028,7 @@ mod tests {
         let mut bb = BatchBuilder::with_capacity(64);
         bb.push(Some(b"k"), b"value", 5, &[]);
         let batch = bb.finish(0, 0);
-        let mut tr = FlushTracker::default();
-        let batches: Vec<ReadyBatch> = [3u32, 7]
-            .iter()
-            .map(|&p| ReadyBatch { partition: p, batch: batch.clone(), pending: vec![pending(&mut tr).0] })
-            .collect();
+        let batches: Vec<(u32, Bytes)> = [3u32, 7].iter().map(|&p| (p, batch.clone())).collect();
         for acks in [Acks::None, Acks::Leader, Acks::All] {
             let chunks = encode_produce("topic-a", acks, 30_000, &batches);
             let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
@@ -941,10 +1036,7 @@ mod tests {
                 topic: "topic-a".into(),
                 acks,
                 timeout_ms: 30_000,
-                partitions: batches
-                    .iter()
-                    .map(|b| PartitionBatch { partition: b.partition, batch: b.batch.clone() })
-                    .collect(),
+                partitions: batches.iter().map(|b| PartitionBatch { partition: b.0, batch: b.1.clone() }).collect(),
             };
             assert_eq!(joined, request_frame(ApiKey::Produce, &to_bytes(&req)).to_vec());
         }
