@@ -205,8 +205,12 @@ impl Broker {
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let advertised = own_addr.clone().unwrap_or_else(|| local_addr.to_string());
-        let mut cluster_config =
-            ClusterConfig::single(config.broker_id, advertised.clone(), config.data_dir.clone(), identity.ca_path.clone());
+        let mut cluster_config = ClusterConfig::single(
+            config.broker_id,
+            advertised.clone(),
+            config.data_dir.clone(),
+            identity.ca_path.clone(),
+        );
         if !config.peers.is_empty() {
             cluster_config.brokers = config.peers.clone();
         }

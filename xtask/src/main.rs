@@ -7,6 +7,9 @@
 //!   examples/crawl-format-recommend/processors/) and print the paths of the
 //!   .wasm files.
 //! * `bench`: run `eddy bench produce/consume` against a fresh release broker.
+//! * `bench-cluster [--records N] [--failovers K]`: a single broker's acks=1
+//!   throughput against a three-broker cluster's (RF=3, acks=all), and the
+//!   failover time after a leader is killed (see `cluster_bench.rs`).
 //! * `bench-peers [--records N]`: the same produce and consume workloads against
 //!   Eddy and NATS JetStream (installed if missing), one after the other on
 //!   127.0.0.1, with the Eddy/NATS ratios (see `peers.rs` for the caveat on
@@ -16,6 +19,7 @@
 //! packages), so a fresh machine needs only cargo.
 
 mod bench;
+mod cluster_bench;
 mod peers;
 mod processors;
 
@@ -34,9 +38,10 @@ fn main() {
         "processors" => processors::task(),
         "bench" => bench::bench(rest),
         "bench-peers" => peers::run(rest),
+        "bench-cluster" => cluster_bench::run_bench(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <demo | test [--no-lint] [-- nextest args] | processors | bench | bench-peers [--records N]>"
+                "usage: cargo xtask <demo | test [--no-lint] [-- nextest args] | processors | bench | bench-cluster [--records N] [--failovers K] | bench-peers [--records N]>"
             );
             Ok(())
         }

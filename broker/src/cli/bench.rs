@@ -33,6 +33,8 @@ pub enum BenchCommand {
     Rebalance(RebalanceBench),
     /// Deploy a processor on preloaded input and time input -> acknowledged output, and a cold deploy.
     Processor(super::bench_processor::ProcessorBench),
+    /// Kill a partition leader (SIGKILL) and time the first acks=all produce on the new leader.
+    Failover(super::bench_failover::FailoverBench),
 }
 
 /// Options of `eddy bench rebalance`.
@@ -133,6 +135,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(b) => consume(b).await,
         BenchCommand::Rebalance(b) => rebalance(b).await,
         BenchCommand::Processor(b) => super::bench_processor::run(b).await,
+        BenchCommand::Failover(b) => super::bench_failover::run(b).await,
     }
 }
 

@@ -33,9 +33,15 @@ pub enum LogCommand {
 pub async fn run(cmd: LogCommand) -> anyhow::Result<()> {
     let LogCommand::Dump { data_dir, topic, partition, until } = cmd;
     let path = store_path(&data_dir);
-    anyhow::ensure!(path.exists(), "{} does not exist: is {} a broker's data directory?", path.display(), data_dir.display());
-    let store = Store::open(StoreConfig { path: path.clone(), durability: DurabilityPolicy::EveryCommit, broker_id: 1 })
-        .with_context(|| format!("opening {} (stop the broker first)", path.display()))?;
+    anyhow::ensure!(
+        path.exists(),
+        "{} does not exist: is {} a broker's data directory?",
+        path.display(),
+        data_dir.display()
+    );
+    let store =
+        Store::open(StoreConfig { path: path.clone(), durability: DurabilityPolicy::EveryCommit, broker_id: 1 })
+            .with_context(|| format!("opening {} (stop the broker first)", path.display()))?;
     let (_, state) = store.partition(&topic, partition)?;
     let offsets = state.offsets();
     let limit = until.unwrap_or(offsets.log_end).min(offsets.log_end);

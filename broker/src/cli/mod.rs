@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch to one module per command family.
 
 mod bench;
+mod bench_failover;
 mod bench_processor;
 mod ca;
 mod common;

@@ -124,7 +124,8 @@ fn parse_peers(peers: &[String]) -> anyhow::Result<std::collections::BTreeMap<u3
         let (id, addr) = p
             .split_once('@')
             .ok_or_else(|| anyhow::anyhow!("--peers entry '{p}' is not ID@HOST:PORT (e.g. 1@10.0.0.1:9400)"))?;
-        let id: u32 = id.trim().parse().map_err(|_| anyhow::anyhow!("--peers entry '{p}': '{id}' is not a broker id"))?;
+        let id: u32 =
+            id.trim().parse().map_err(|_| anyhow::anyhow!("--peers entry '{p}': '{id}' is not a broker id"))?;
         if id == 0 {
             anyhow::bail!("--peers entry '{p}': broker ids start at 1");
         }

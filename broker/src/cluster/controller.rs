@@ -29,6 +29,8 @@ struct Seen {
     /// The applied index the broker must reach to count as caught up.
     target: u64,
     caught_up: bool,
+    /// The index it had applied at its last heartbeat.
+    applied: u64,
 }
 
 /// Heartbeats as the controller saw them.
@@ -44,21 +46,38 @@ impl Liveness {
 
     /// Records a heartbeat of `broker`, which has applied `applied` while
     /// the controller has applied `controller_applied`.
-    pub fn heartbeat(&mut self, broker: u32, applied: u64, controller_applied: u64, now: Instant, config: &ClusterConfig) {
+    pub fn heartbeat(
+        &mut self,
+        broker: u32,
+        applied: u64,
+        controller_applied: u64,
+        now: Instant,
+        config: &ClusterConfig,
+    ) {
         let entry = self.seen.get(&broker).copied().filter(|s| Self::is_fresh(s, now, config));
         let target = match entry {
             Some(s) => s.target,
             None => controller_applied,
         };
         let caught_up = entry.is_some_and(|s| s.caught_up) || applied >= target;
-        self.seen.insert(broker, Seen { at: now, target, caught_up });
+        self.seen.insert(broker, Seen { at: now, target, caught_up, applied });
     }
 
     /// Gives every configured broker a grace of half a session timeout (a
     /// new controller's starting view).
     pub fn reset(&mut self, now: Instant, config: &ClusterConfig) {
         let at = now.checked_sub(config.session_timeout / 2).unwrap_or(now);
-        self.seen = config.brokers.keys().map(|id| (*id, Seen { at, target: 0, caught_up: true })).collect();
+        self.seen =
+            config.brokers.keys().map(|id| (*id, Seen { at, target: 0, caught_up: true, applied: 0 })).collect();
+    }
+
+    /// Live brokers other than `me` that had not applied `index` at their last heartbeat.
+    pub fn behind(&self, index: u64, now: Instant, config: &ClusterConfig, me: u32) -> Vec<u32> {
+        self.seen
+            .iter()
+            .filter(|(id, s)| **id != me && s.caught_up && Self::is_fresh(s, now, config) && s.applied < index)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Brokers alive and caught up at `now`.

@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use eddy_protocol::codec::{from_bytes, to_bytes};
 use eddy_protocol::frame::{response_frame, LENGTH_BYTES};
-use eddy_protocol::messages::{BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerInfo, MetadataWriteRequest, RaftMessage};
+use eddy_protocol::messages::{
+    BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerInfo, MetadataWriteRequest, RaftMessage,
+};
 use eddy_protocol::processors::ProcessorDescription;
 use eddy_protocol::{ErrorCode, ErrorResponse};
 use openraft::error::ClientWriteError;
@@ -57,6 +59,10 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Timeout of one forwarded request, long enough for a group join that
 /// waits for its rebalance.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(330);
+/// The metadata quorum's heartbeat, in ms (elections after 3-6 of them missed).
+pub const RAFT_HEARTBEAT_MS: u64 = 250;
+/// Longest an admin change waits for every live broker to apply it.
+pub const SPREAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a broker takes part in the cluster.
 #[derive(Debug, Clone)]
@@ -70,7 +76,7 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     /// The CA file the other brokers' certificates verify against.
     pub ca_path: PathBuf,
-    /// How often brokers heartbeat the controller (and the quorum heartbeats).
+    /// How often brokers heartbeat the controller.
     pub heartbeat_interval: Duration,
     /// A broker silent for this long is dead for the controller: its
     /// partitions get new leaders, it leaves every ISR.
@@ -200,12 +206,14 @@ impl Cluster {
         let state_machine = StateMachine::new(store.clone(), config.data_dir.join("raft"), applied_tx)
             .map_err(|e| ClusterError::Log { path: config.data_dir.join("raft"), reason: e.to_string() })?;
         let peers = Arc::new(Peers::new(PeerEndpoint::new(&config.ca_path)?, config.broker_id, &config.brokers));
-        let heartbeat_ms = config.heartbeat_interval.as_millis().max(20) as u64;
         let raft_config = openraft::Config {
             cluster_name: "eddy".into(),
-            heartbeat_interval: heartbeat_ms,
-            election_timeout_min: heartbeat_ms * 4,
-            election_timeout_max: heartbeat_ms * 8,
+            // openraft also bounds every append-entries RPC by the heartbeat
+            // interval, so it must cover replicating (and fsyncing) the
+            // largest entry, a processor module.
+            heartbeat_interval: RAFT_HEARTBEAT_MS,
+            election_timeout_min: RAFT_HEARTBEAT_MS * 3,
+            election_timeout_max: RAFT_HEARTBEAT_MS * 6,
             // Processor state and offsets commits are entries too: compact now and then.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
             max_in_snapshot_log_to_keep: 1_000,
@@ -279,7 +287,8 @@ impl Cluster {
 
     /// Index of the last metadata entry applied here.
     pub fn applied_index(&self) -> u64 {
-        *self.applied.borrow()
+        let from_raft = self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        from_raft.max(*self.applied.borrow())
     }
 
     /// A receiver that changes whenever metadata entries were applied.
@@ -311,10 +320,40 @@ impl Cluster {
     /// gave. Sent to the controller when this broker is not it; retried
     /// through elections until [`PROPOSE_TIMEOUT`] (NOT_CONTROLLER after that).
     pub async fn propose(&self, command: MetaCommand) -> Result<MetaOutput, Refusal> {
+        self.propose_at(command).await.map(|(output, _)| output)
+    }
+
+    /// [`Cluster::propose`], then waits (at most [`SPREAD_TIMEOUT`]) until
+    /// every live broker has applied the command, so that clients asking any
+    /// broker next see its effect (a created topic, say).
+    pub async fn propose_everywhere(&self, command: MetaCommand) -> Result<MetaOutput, Refusal> {
+        let (output, index) = self.propose_at(command).await?;
+        if let Some(index) = index {
+            let deadline = tokio::time::Instant::now() + SPREAD_TIMEOUT;
+            loop {
+                let behind = {
+                    let liveness = self.liveness.lock().expect("liveness lock poisoned");
+                    liveness.behind(index, Instant::now(), &self.config, self.config.broker_id)
+                };
+                if behind.is_empty() {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    warn!(index, brokers = ?behind, "brokers have not applied a metadata change yet");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(output)
+    }
+
+    /// Proposes; the log index of the entry when this broker proposed it itself.
+    async fn propose_at(&self, command: MetaCommand) -> Result<(MetaOutput, Option<u64>), Refusal> {
         let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
         loop {
             let leader = match self.propose_local(command.clone()).await {
-                Ok(result) => return result,
+                Ok(result) => return result.map(|(output, index)| (output, Some(index))),
                 Err(leader) => leader,
             };
             match leader.filter(|l| *l != self.config.broker_id).and_then(|l| self.peers.get(l)) {
@@ -326,7 +365,7 @@ impl Cluster {
                             let result: ResultWire = decode(&answer.payload)
                                 .map_err(|e| Refusal::new(ErrorCode::Internal, format!("controller answer: {e}")))?;
                             return match result {
-                                Ok(output) => output_from_wire(output),
+                                Ok(output) => output_from_wire(output).map(|o| (o, None)),
                                 Err((code, message)) => Err(Refusal::new(ErrorCode::from_u16(code), message)),
                             };
                         }
@@ -351,13 +390,13 @@ impl Cluster {
 
     /// Proposes on the local Raft node: `Ok` with the applied result if this
     /// node leads, `Err(leader)` (as far as known) if it does not.
-    async fn propose_local(&self, command: MetaCommand) -> Result<Result<MetaOutput, Refusal>, Option<u32>> {
+    async fn propose_local(&self, command: MetaCommand) -> Result<Result<(MetaOutput, u64), Refusal>, Option<u32>> {
         let rx = match self.raft.client_write_ff(command).await {
             Ok(rx) => rx,
             Err(e) => return Ok(Err(Refusal::new(ErrorCode::ShuttingDown, format!("metadata quorum stopped: {e}")))),
         };
         match rx.await {
-            Ok(Ok(response)) => Ok(response.data.0.map_err(Refusal::from)),
+            Ok(Ok(response)) => Ok(response.data.0.map(|o| (o, response.log_id.index)).map_err(Refusal::from)),
             Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(f.leader_id.and_then(|l| u32::try_from(l).ok())),
             Ok(Err(e)) => Ok(Err(Refusal::new(ErrorCode::Internal, e.to_string()))),
             Err(_) => Ok(Err(Refusal::new(ErrorCode::ShuttingDown, "metadata quorum stopped"))),
@@ -370,7 +409,7 @@ impl Cluster {
         let command: MetaCommand = decode(&payload)
             .map_err(|e| Refusal::new(ErrorCode::MalformedRequest, format!("undecodable metadata command: {e}")))?;
         let result: ResultWire = match self.propose_local(command).await {
-            Ok(Ok(output)) => Ok(output_to_wire(output)),
+            Ok(Ok((output, _))) => Ok(output_to_wire(output)),
             Ok(Err(r)) => Err((r.code as u16, r.message)),
             Err(leader) => {
                 return Err(Refusal::new(
@@ -427,9 +466,8 @@ impl Cluster {
     /// controller and returns its response frame. NOT_CONTROLLER when there
     /// is none or it cannot be reached.
     pub async fn forward(&self, frame: Bytes) -> Bytes {
-        let not_controller = |why: String| {
-            response_frame(ErrorCode::NotController as u16, &to_bytes(&ErrorResponse::message(why)))
-        };
+        let not_controller =
+            |why: String| response_frame(ErrorCode::NotController as u16, &to_bytes(&ErrorResponse::message(why)));
         let Some(controller) = self.controller() else {
             return not_controller("the cluster is electing a controller; retry shortly".into());
         };

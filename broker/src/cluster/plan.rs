@@ -33,13 +33,7 @@ pub fn assign_replicas(brokers: &[u32], first: u32, partitions: u32, rf: u16, of
         .map(|p| {
             let start = (p as usize + offset as usize) % n;
             let replicas: Vec<u32> = (0..usize::from(rf)).map(|i| sorted[(start + i) % n]).collect();
-            PartitionAssignment {
-                leader: replicas[0],
-                leader_epoch: 1,
-                isr: replicas.clone(),
-                replicas,
-                version: 1,
-            }
+            PartitionAssignment { leader: replicas[0], leader_epoch: 1, isr: replicas.clone(), replicas, version: 1 }
         })
         .collect()
 }
@@ -52,7 +46,11 @@ pub fn name_offset(name: &str) -> u32 {
 /// The change one partition needs given the live brokers, if any.
 /// `preferred` allows moving leadership back to the first replica when it is
 /// live and in sync (done periodically, not on every pass).
-pub fn plan_partition(current: &PartitionAssignment, live: &BTreeSet<u32>, preferred: bool) -> Option<PartitionAssignment> {
+pub fn plan_partition(
+    current: &PartitionAssignment,
+    live: &BTreeSet<u32>,
+    preferred: bool,
+) -> Option<PartitionAssignment> {
     let is_live = |b: &u32| live.contains(b);
     let live_isr: Vec<u32> = current.isr.iter().copied().filter(is_live).collect();
     let first_in_sync = || current.replicas.iter().copied().find(|r| live_isr.contains(r));

@@ -312,7 +312,13 @@ impl ReplicaManager {
             ));
         }
         let key = (topic.clone(), partition);
-        if !self.leaders.lock().expect("leaders lock poisoned").get(&key).is_some_and(|e| e.state.is_follower(req.replica_id)) {
+        if !self
+            .leaders
+            .lock()
+            .expect("leaders lock poisoned")
+            .get(&key)
+            .is_some_and(|e| e.state.is_follower(req.replica_id))
+        {
             return Err(Refusal::new(
                 ErrorCode::InvalidRequest,
                 format!("broker {} is not a replica of {topic}/{partition}", req.replica_id),
@@ -321,7 +327,8 @@ impl ReplicaManager {
         let offsets = state.offsets();
         // Does the follower's log agree with ours up to its fetch offset?
         if req.fetch_offset > 0 && req.last_fetched_epoch > 0 {
-            let (e, end) = self.store.epoch_end_offset(&topic, partition, req.last_fetched_epoch).map_err(Refusal::from)?;
+            let (e, end) =
+                self.store.epoch_end_offset(&topic, partition, req.last_fetched_epoch).map_err(Refusal::from)?;
             if e < req.last_fetched_epoch || end < req.fetch_offset {
                 return Ok(ReplicaFetchResponse {
                     high_watermark: state.high_watermark(),
@@ -345,7 +352,8 @@ impl ReplicaManager {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms.min(5_000)));
         let mut changes = state.subscribe();
         loop {
-            let read = self.store.read_replica(&topic, partition, req.fetch_offset, max_bytes).map_err(Refusal::from)?;
+            let read =
+                self.store.read_replica(&topic, partition, req.fetch_offset, max_bytes).map_err(Refusal::from)?;
             if !read.records.is_empty() || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(ReplicaFetchResponse {
                     high_watermark: state.high_watermark(),
@@ -392,12 +400,18 @@ impl ReplicaManager {
         loop {
             let (t, _) = self.store.partition(topic, partition).map_err(Refusal::from)?;
             let Some(a) = t.config.assignments.get(partition as usize) else {
-                return Err(Refusal::new(ErrorCode::LeaderNotAvailable, format!("{topic}/{partition} has no assignment")));
+                return Err(Refusal::new(
+                    ErrorCode::LeaderNotAvailable,
+                    format!("{topic}/{partition} has no assignment"),
+                ));
             };
             if a.leader != self.cluster.broker_id() || Some(a.leader_epoch) != epoch {
                 return Err(Refusal::new(
                     ErrorCode::NotLeader,
-                    format!("leadership of {topic}/{partition} moved to broker {} before the batch was replicated", a.leader),
+                    format!(
+                        "leadership of {topic}/{partition} moved to broker {} before the batch was replicated",
+                        a.leader
+                    ),
                 ));
             }
             if state.high_watermark() >= next_offset {
@@ -405,7 +419,10 @@ impl ReplicaManager {
                 if a.isr.len() < min {
                     return Err(Refusal::new(
                         ErrorCode::NotEnoughReplicas,
-                        format!("{topic}/{partition} has {} in-sync replicas, fewer than min-insync-replicas {min}", a.isr.len()),
+                        format!(
+                            "{topic}/{partition} has {} in-sync replicas, fewer than min-insync-replicas {min}",
+                            a.isr.len()
+                        ),
                     ));
                 }
                 return Ok(());

@@ -293,7 +293,9 @@ impl Handlers {
             }
             ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload).await)] })),
             ApiKey::StopProcessor => Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload).await)] })),
-            ApiKey::InitProducerId => Some(Box::pin(async move { vec![frame_of(this.init_producer_id(payload).await)] })),
+            ApiKey::InitProducerId => {
+                Some(Box::pin(async move { vec![frame_of(this.init_producer_id(payload).await)] }))
+            }
             ApiKey::ReplicaFetch => Some(Box::pin(async move {
                 let r = async {
                     let req: ReplicaFetchRequest = from_bytes(payload)?;
@@ -342,11 +344,9 @@ impl Handlers {
             let queued = match self.check_produce(&req.topic, partition, req.acks) {
                 Err(f) => Err(f),
                 Ok(epoch) => match BatchView::validate(pb.batch, limits) {
-                    Ok(view) => self
-                        .store
-                        .append(&req.topic, partition, view.into_bytes(), epoch)
-                        .await
-                        .map_err(Failure::from),
+                    Ok(view) => {
+                        self.store.append(&req.topic, partition, view.into_bytes(), epoch).await.map_err(Failure::from)
+                    }
                     Err(e @ (BatchError::RecordTooLarge { .. } | BatchError::BatchTooLarge { .. })) => {
                         Err(Failure::new(ErrorCode::RecordTooLarge, format!("{}/{partition}: {e}", req.topic)))
                     }
@@ -368,7 +368,8 @@ impl Handlers {
             return None;
         }
         let this = self.clone();
-        let timeout = Duration::from_millis(u64::from(req.timeout_ms)).clamp(Duration::from_millis(1), MAX_PRODUCE_TIMEOUT);
+        let timeout =
+            Duration::from_millis(u64::from(req.timeout_ms)).clamp(Duration::from_millis(1), MAX_PRODUCE_TIMEOUT);
         Some(Box::pin(async move {
             let mut out = Vec::with_capacity(parts.len());
             for (partition, queued) in parts {
@@ -581,8 +582,7 @@ impl Handlers {
                 ),
             ));
         }
-        let assignments =
-            plan::assign_replicas(&live, 0, partitions, replication_factor, plan::name_offset(&name));
+        let assignments = plan::assign_replicas(&live, 0, partitions, replication_factor, plan::name_offset(&name));
         let config = TopicConfig {
             name: name.clone(),
             id: 0,
@@ -593,7 +593,7 @@ impl Handlers {
             retention_bytes,
             assignments,
         };
-        self.cluster.propose(MetaCommand::CreateTopic { config }).await?;
+        self.cluster.propose_everywhere(MetaCommand::CreateTopic { config }).await?;
         let topic = self.store.topic(&name)?;
         Ok(self.topic_metadata(&topic))
     }
@@ -613,7 +613,7 @@ impl Handlers {
 
     async fn delete_topic(&self, payload: Bytes) -> Result<Empty, Failure> {
         let req: DeleteTopicRequest = from_bytes(payload)?;
-        self.cluster.propose(MetaCommand::DeleteTopic { name: req.name }).await?;
+        self.cluster.propose_everywhere(MetaCommand::DeleteTopic { name: req.name }).await?;
         Ok(Empty)
     }
 
@@ -644,9 +644,10 @@ impl Handlers {
                 format!("replication factor {rf} larger than available brokers {}", live.len()),
             ));
         }
-        let assignments =
-            plan::assign_replicas(&live, current, req.count - current, rf, plan::name_offset(&req.name));
-        self.cluster.propose(MetaCommand::AddPartitions { name: req.name.clone(), count: req.count, assignments }).await?;
+        let assignments = plan::assign_replicas(&live, current, req.count - current, rf, plan::name_offset(&req.name));
+        self.cluster
+            .propose_everywhere(MetaCommand::AddPartitions { name: req.name.clone(), count: req.count, assignments })
+            .await?;
         let topic = self.store.topic(&req.name)?;
         Ok(self.topic_metadata(&topic))
     }

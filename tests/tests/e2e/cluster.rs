@@ -202,10 +202,8 @@ fn assert_replicas_identical(cluster: &mut ClusterProcess, topic: &TopicMetadata
         let mut dumps = BTreeSet::new();
         for r in &p.replicas {
             let dir = cluster.broker(*r).dir().to_str().expect("UTF-8 temp path").to_string();
-            let out = eddy_tests::eddy(
-                &["log", "dump", "--data-dir", &dir, &topic.name, &p.partition.to_string()],
-                b"",
-            )?;
+            let out =
+                eddy_tests::eddy(&["log", "dump", "--data-dir", &dir, &topic.name, &p.partition.to_string()], b"")?;
             anyhow::ensure!(out.status.success(), "log dump failed: {}", String::from_utf8_lossy(&out.stderr));
             let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
             dumps.insert((v["log_end"].as_u64(), v["batches"].as_u64(), v["crc32c"].as_u64()));
@@ -230,9 +228,9 @@ async fn a_rolling_restart_under_load_loses_nothing_and_forks_no_log() -> anyhow
         cluster.broker_mut(id).kill();
         tokio::time::sleep(Duration::from_secs(2)).await;
         cluster.broker_mut(id).restart()?;
-        wait_full_isr(&admin, "rolling", Duration::from_secs(90)).await.map_err(|e| {
-            anyhow::anyhow!("{e}\n{}", cluster.logs())
-        })?;
+        wait_full_isr(&admin, "rolling", Duration::from_secs(90))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", cluster.logs()))?;
     }
     let results = tokio::time::timeout(Duration::from_secs(240), sender).await??;
     let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).take(5).collect();
@@ -277,11 +275,9 @@ async fn a_paused_follower_leaves_the_isr_and_rejoins_when_resumed() -> anyhow::
         producer.send_and_wait(ProducerRecord::new("paused", format!("during-{i}"))).await?;
     }
     // ... and a topic that needs three in sync refuses with a typed error.
-    let strict = Producer::new(
-        client.clone(),
-        ProducerConfig { delivery_timeout: Duration::from_secs(3), ..producer_config() },
-    )
-    .await?;
+    let strict =
+        Producer::new(client.clone(), ProducerConfig { delivery_timeout: Duration::from_secs(3), ..producer_config() })
+            .await?;
     let deadline = Deadline::after(Duration::from_secs(30));
     loop {
         match strict.send_and_wait(ProducerRecord::new("strict", "x")).await {
@@ -311,7 +307,18 @@ async fn a_consumer_group_and_a_processor_keep_working_across_a_broker_loss() ->
     }
     let wasm = processor_wasm("uppercase");
     let out = cluster.cli(
-        &["processor", "deploy", "upper", "--wasm", wasm.to_str().expect("UTF-8 path"), "--input", "words", "--output", "shouts", "--from-beginning"],
+        &[
+            "processor",
+            "deploy",
+            "upper",
+            "--wasm",
+            wasm.to_str().expect("UTF-8 path"),
+            "--input",
+            "words",
+            "--output",
+            "shouts",
+            "--from-beginning",
+        ],
         b"",
     )?;
     assert!(out.status.success(), "deploy failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -322,7 +329,8 @@ async fn a_consumer_group_and_a_processor_keep_working_across_a_broker_loss() ->
     let member = {
         let (client, seen, stop) = (client.clone(), seen.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut group = GroupConsumer::subscribe(client, GroupConfig::new("readers"), &["words".to_string()]).await?;
+            let mut group =
+                GroupConsumer::subscribe(client, GroupConfig::new("readers"), &["words".to_string()]).await?;
             while !stop.load(Ordering::Relaxed) {
                 for r in group.poll(Duration::from_millis(500)).await? {
                     seen.lock().unwrap().insert(String::from_utf8_lossy(&r.value).into_owned());

@@ -16,7 +16,10 @@ async fn sigkill_during_acks_1_produce_loses_no_acknowledged_record() -> anyhow:
     let mut broker = BrokerProcess::start()?;
     let client = broker.client().await?;
     Admin::new(client.clone()).create_topic(NewTopic::new("events", 4)).await?;
-    let config = ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() };
+    // The broker stays dead: records in flight fail after a short delivery
+    // timeout instead of being retried for the default two minutes.
+    let config =
+        ProducerConfig { acks: Acks::Leader, delivery_timeout: Duration::from_secs(5), ..ProducerConfig::default() };
     let producer = Producer::new(client.clone(), config).await?;
     let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

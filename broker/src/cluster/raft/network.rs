@@ -51,7 +51,12 @@ pub struct PeerNetwork {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl PeerNetwork {
-    async fn call<R, Req, Resp, E>(&self, wrap: fn(RaftMessage) -> R, req: &Req, option: RPCOption) -> RpcResult<Resp, E>
+    async fn call<R, Req, Resp, E>(
+        &self,
+        wrap: fn(RaftMessage) -> R,
+        req: &Req,
+        option: RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         R: Request<Response = RaftMessage>,
         Req: serde::Serialize,

@@ -115,8 +115,10 @@ fn to_snapshot(stored: &StoredSnapshot) -> Snapshot<TypeConfig> {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         let store = self.store.clone();
-        let (data, applied, membership) =
-            tokio::task::spawn_blocking(move || store.snapshot_with_marks()).await.map_err(snapshot_err)?.map_err(snapshot_err)?;
+        let (data, applied, membership) = tokio::task::spawn_blocking(move || store.snapshot_with_marks())
+            .await
+            .map_err(snapshot_err)?
+            .map_err(snapshot_err)?;
         let last_log_id = match applied {
             Some(b) => Some(decode::<LogId<NodeId>>(&b).map_err(snapshot_err)?),
             None => None,
@@ -129,10 +131,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, crate::now_ms()),
             None => format!("empty-{}", crate::now_ms()),
         };
-        let stored = StoredSnapshot {
-            meta: SnapshotMeta { last_log_id, last_membership, snapshot_id },
-            data: data.to_vec(),
-        };
+        let stored =
+            StoredSnapshot { meta: SnapshotMeta { last_log_id, last_membership, snapshot_id }, data: data.to_vec() };
         let snapshot = to_snapshot(&stored);
         self.keep(stored).await?;
         tracing::info!(last = ?snapshot.meta.last_log_id, bytes = data.len(), "metadata snapshot built");

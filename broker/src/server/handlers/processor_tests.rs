@@ -16,9 +16,9 @@ use super::{HandlerConfig, Handlers};
 use crate::cluster::plan::assign_replicas;
 use crate::groups::GroupService;
 use crate::replication::{ReplicaManager, ReplicationConfig};
-use crate::store::{MetaCommand, TopicConfig};
 use crate::store::tests::{config, topic};
 use crate::store::Store;
+use crate::store::{MetaCommand, TopicConfig};
 
 struct Env {
     _dir: tempfile::TempDir,
