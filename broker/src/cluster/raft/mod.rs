@@ -13,8 +13,12 @@
 //! deployments and state, producer ids) is a command of this log; each broker
 //! applies the same commands in the same order to its own store.
 
+// openraft's trait methods return its `StorageError` (over 200 bytes); the
+// helpers here return what those methods return.
+#[allow(clippy::result_large_err)]
 pub mod log_store;
 pub mod network;
+#[allow(clippy::result_large_err)]
 pub mod state_machine;
 pub mod types;
 
