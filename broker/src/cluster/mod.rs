@@ -203,8 +203,7 @@ impl Cluster {
         let log_store = LogStore::open(&log_path)
             .map_err(|e| ClusterError::Log { path: log_path.clone(), reason: e.to_string() })?;
         let (applied_tx, applied) = watch::channel(0u64);
-        let state_machine = StateMachine::new(store.clone(), config.data_dir.join("raft"), applied_tx)
-            .map_err(|e| ClusterError::Log { path: config.data_dir.join("raft"), reason: e.to_string() })?;
+        let state_machine = StateMachine::new(store.clone(), log_store.clone(), applied_tx);
         let peers = Arc::new(Peers::new(PeerEndpoint::new(&config.ca_path)?, config.broker_id, &config.brokers));
         let raft_config = openraft::Config {
             cluster_name: "eddy".into(),

@@ -3,7 +3,9 @@
 //!
 //! Tables:
 //! * `raft_log`: log index -> postcard-encoded openraft entry;
-//! * `raft_meta`: `vote`, `committed`, `purged` -> postcard-encoded values.
+//! * `raft_meta`: `vote`, `committed`, `purged` -> postcard-encoded values;
+//! * `raft_snapshot`: `current` -> the last metadata snapshot with its
+//!   openraft metadata (written by the state machine).
 //!
 //! Every write is its own transaction with `Durability::Immediate`, run on a
 //! blocking thread: a vote or an appended entry is on disk before openraft
@@ -25,6 +27,7 @@ use super::{decode, encode};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -53,6 +56,7 @@ impl LogStore {
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;
+        txn.open_table(SNAPSHOT)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -64,6 +68,26 @@ impl LogStore {
     ) -> StoreResult<T> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(join_err)?
+    }
+
+    /// Stores `bytes` as the current snapshot, durably, replacing the previous one.
+    pub async fn write_snapshot(&self, bytes: Vec<u8>) -> StoreResult<()> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(write_err)?;
+            txn.open_table(SNAPSHOT).map_err(write_err)?.insert("current", bytes.as_slice()).map_err(write_err)?;
+            txn.commit().map_err(write_err)
+        })
+        .await
+    }
+
+    /// The current snapshot's bytes, if one was stored.
+    pub async fn read_snapshot(&self) -> StoreResult<Option<Vec<u8>>> {
+        self.blocking(|db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(SNAPSHOT).map_err(read_err)?;
+            Ok(table.get("current").map_err(read_err)?.map(|v| v.value().to_vec()))
+        })
+        .await
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(db: &Database, key: &str) -> StoreResult<Option<T>> {

@@ -6,11 +6,10 @@
 //! skipped. Membership entries are kept the same way.
 //!
 //! A snapshot is the store's replicated tables (see `Store::snapshot`), kept
-//! in `<data-dir>/raft/snapshot.bin` next to its openraft metadata so that it
-//! can be sent to a lagging broker after a restart.
+//! with its openraft metadata in the Raft log's redb file (table
+//! `raft_snapshot`) so that it can be sent to a lagging broker after a restart.
 
 use std::io::Cursor;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use openraft::{
 };
 use tokio::sync::{watch, Mutex};
 
+use super::log_store::LogStore;
 use super::types::{ApplyReply, NodeId, TypeConfig};
 use super::{decode, encode};
 use crate::store::{ApplyEntry, Store};
@@ -51,18 +51,18 @@ struct StoredSnapshot {
 #[derive(Clone)]
 pub struct StateMachine {
     store: Arc<Store>,
-    snapshot_path: PathBuf,
+    log: LogStore,
     current: Arc<Mutex<Option<Arc<StoredSnapshot>>>>,
     applied: watch::Sender<u64>,
 }
 
 impl StateMachine {
-    /// A state machine applying to `store`, keeping snapshots under `dir`.
-    /// `applied` is set to the index of the last applied entry after each
-    /// apply (and snapshot install), for whoever follows metadata changes.
-    pub fn new(store: Arc<Store>, dir: PathBuf, applied: watch::Sender<u64>) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self { store, snapshot_path: dir.join("snapshot.bin"), current: Default::default(), applied })
+    /// A state machine applying to `store`, keeping snapshots in `log`'s
+    /// database. `applied` is set to the index of the last applied entry
+    /// after each apply (and snapshot install), for whoever follows metadata
+    /// changes.
+    pub fn new(store: Arc<Store>, log: LogStore, applied: watch::Sender<u64>) -> Self {
+        Self { store, log, current: Default::default(), applied }
     }
 
     fn decode_state(&self) -> StoreResult<(Option<LogId<NodeId>>, Membership)> {
@@ -81,7 +81,7 @@ impl StateMachine {
     async fn load_current(&self) -> StoreResult<Option<Arc<StoredSnapshot>>> {
         let mut current = self.current.lock().await;
         if current.is_none() {
-            if let Ok(bytes) = std::fs::read(&self.snapshot_path) {
+            if let Some(bytes) = self.log.read_snapshot().await? {
                 let stored: StoredSnapshot = decode(&bytes).map_err(snapshot_err)?;
                 *current = Some(Arc::new(stored));
             }
@@ -91,18 +91,7 @@ impl StateMachine {
 
     async fn keep(&self, stored: StoredSnapshot) -> StoreResult<()> {
         let bytes = encode(&stored).map_err(snapshot_err)?;
-        let tmp = self.snapshot_path.with_extension("tmp");
-        let path = self.snapshot_path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })
-        .await
-        .map_err(snapshot_err)?
-        .map_err(snapshot_err)?;
+        self.log.write_snapshot(bytes).await?;
         *self.current.lock().await = Some(Arc::new(stored));
         Ok(())
     }
@@ -201,5 +190,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
         Ok(self.load_current().await?.map(|s| to_snapshot(&s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use super::*;
+    use crate::cluster::plan::assign_replicas;
+    use crate::store::tests::{config, topic};
+    use crate::store::{MetaCommand, TopicConfig};
+
+    fn machine(dir: &std::path::Path) -> (StateMachine, Arc<Store>) {
+        let store = Arc::new(Store::open(config(dir)).unwrap());
+        let log = LogStore::open(&dir.join("raft.redb")).unwrap();
+        let (tx, _) = watch::channel(0);
+        (StateMachine::new(store.clone(), log, tx), store)
+    }
+
+    fn create(index: u64, name: &str) -> Entry<TypeConfig> {
+        let config = TopicConfig { assignments: assign_replicas(&[1], 0, 2, 1, 0), ..topic(name, 2) };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(MetaCommand::CreateTopic { config }),
+        }
+    }
+
+    #[tokio::test]
+    async fn applied_entries_survive_reopen_and_a_snapshot_rebuilds_another_broker() {
+        let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, a_store) = machine(a_dir.path());
+        let replies = a.apply(vec![create(1, "one"), create(2, "two"), create(3, "one")]).await.unwrap();
+        assert!(replies[0].0.is_ok() && replies[1].0.is_ok());
+        assert!(replies[2].0.is_err(), "creating an existing topic is refused, deterministically");
+        let (applied, _) = a.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(3), "a refused command still counts as applied");
+
+        let snapshot = a.build_snapshot().await.unwrap();
+        assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(3));
+        a_store.close().await;
+        drop((a, a_store));
+        // The snapshot is kept in the Raft log's database across a restart.
+        let (mut reopened, _) = machine(a_dir.path());
+        let kept = reopened.get_current_snapshot().await.unwrap().expect("snapshot kept");
+        assert_eq!(kept.meta, snapshot.meta);
+
+        let (mut b, b_store) = machine(b_dir.path());
+        b.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        let (applied, _) = b.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(3));
+        let names: Vec<String> = b_store.catalog().keys().cloned().collect();
+        assert_eq!(names, vec!["one".to_string(), "two".to_string()]);
+        assert_eq!(b_store.topic("two").unwrap().config.assignments.len(), 2);
     }
 }
