@@ -67,15 +67,7 @@ impl StateMachine {
 
     fn decode_state(&self) -> StoreResult<(Option<LogId<NodeId>>, Membership)> {
         let (applied, membership) = self.store.applied_state().map_err(sm_read_err)?;
-        let applied = match applied {
-            Some(b) => Some(decode::<LogId<NodeId>>(&b).map_err(sm_read_err)?),
-            None => None,
-        };
-        let membership = match membership {
-            Some(b) => decode::<Membership>(&b).map_err(sm_read_err)?,
-            None => Membership::default(),
-        };
-        Ok((applied, membership))
+        decode_marks(applied, membership).map_err(sm_read_err)
     }
 
     async fn load_current(&self) -> StoreResult<Option<Arc<StoredSnapshot>>> {
@@ -97,6 +89,16 @@ impl StateMachine {
     }
 }
 
+/// The applied and membership marks as the store keeps them, decoded.
+fn decode_marks(
+    applied: Option<Bytes>,
+    membership: Option<Bytes>,
+) -> Result<(Option<LogId<NodeId>>, Membership), postcard::Error> {
+    let applied = applied.map(|b| decode::<LogId<NodeId>>(&b)).transpose()?;
+    let membership = membership.map(|b| decode::<Membership>(&b)).transpose()?.unwrap_or_default();
+    Ok((applied, membership))
+}
+
 fn to_snapshot(stored: &StoredSnapshot) -> Snapshot<TypeConfig> {
     Snapshot { meta: stored.meta.clone(), snapshot: Box::new(Cursor::new(stored.data.clone())) }
 }
@@ -108,14 +110,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .await
             .map_err(snapshot_err)?
             .map_err(snapshot_err)?;
-        let last_log_id = match applied {
-            Some(b) => Some(decode::<LogId<NodeId>>(&b).map_err(snapshot_err)?),
-            None => None,
-        };
-        let last_membership = match membership {
-            Some(b) => decode::<Membership>(&b).map_err(snapshot_err)?,
-            None => Membership::default(),
-        };
+        let (last_log_id, last_membership) = decode_marks(applied, membership).map_err(snapshot_err)?;
         let snapshot_id = match last_log_id {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, crate::now_ms()),
             None => format!("empty-{}", crate::now_ms()),
