@@ -78,7 +78,7 @@ impl BrokerConfig {
             tls_peer_ca: None,
             tls_ca: None,
             peers: BTreeMap::new(),
-            session_timeout: Duration::from_millis(1500),
+            session_timeout: Duration::from_millis(1000),
             heartbeat_interval: Duration::from_millis(100),
             replication: ReplicationConfig::default(),
             durability: DurabilityPolicy::EveryCommit,

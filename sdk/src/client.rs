@@ -51,13 +51,17 @@ use metadata::{Lookup, MetadataCache};
 use crate::error::{self, ClientError};
 
 /// How often an idle connection is kept alive, well below the idle timeout.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// A connection that hears nothing from the broker (not even keep-alives) for
-/// this long is dead, and the next request dials again. This is how a client
-/// notices a broker that was killed and restarted: the new process cannot
-/// reset connections of the old one. Kept short so that a group member
-/// rejoins well within a session timeout or two.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(250);
+/// A connection that hears nothing from the broker (not even keep-alives, or
+/// the answers to a handshake) for this long is dead, and the next request
+/// dials again. This is how a client notices a broker that was killed: over
+/// UDP nothing resets the connection of a dead process, so the producer's
+/// in-flight batches, a consumer's fetch and a dial to a dead leader all fail
+/// after this long and move to the new leader. Kept short because it is most
+/// of a client's failover time (the cluster elects a new leader within its
+/// 1 s session timeout); a live broker answers keep-alives within
+/// milliseconds.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Per-stream receive window: a whole default fetch (4 MiB) fits twice, so a
 /// broker can send a fetch response without waiting for window updates.
 const STREAM_RECEIVE_WINDOW_BYTES: u32 = 8 * 1024 * 1024;

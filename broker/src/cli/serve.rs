@@ -58,7 +58,7 @@ struct ServeArgs {
     tls_peer_ca: Option<PathBuf>,
     /// A broker silent this long is declared dead by the controller, which
     /// moves its partitions' leadership, in ms.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1000)]
     session_timeout_ms: u64,
     /// A follower not caught up for this long leaves the ISR, in ms.
     #[arg(long, default_value_t = 10_000)]

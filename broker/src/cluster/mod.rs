@@ -59,7 +59,7 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Timeout of one forwarded request, long enough for a group join that
 /// waits for its rebalance.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(330);
-/// The metadata quorum's heartbeat, in ms (elections after 3-6 of them missed).
+/// The metadata quorum's heartbeat, in ms (elections after 2-4 of them missed).
 pub const RAFT_HEARTBEAT_MS: u64 = 250;
 /// Longest an admin change waits for every live broker to apply it.
 pub const SPREAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,7 +95,7 @@ impl ClusterConfig {
             data_dir,
             ca_path,
             heartbeat_interval: Duration::from_millis(100),
-            session_timeout: Duration::from_millis(1500),
+            session_timeout: Duration::from_millis(1000),
             preferred_leader_interval: Duration::from_secs(10),
         }
     }
@@ -211,8 +211,8 @@ impl Cluster {
             // interval, so it must cover replicating (and fsyncing) the
             // largest entry, a processor module.
             heartbeat_interval: RAFT_HEARTBEAT_MS,
-            election_timeout_min: RAFT_HEARTBEAT_MS * 3,
-            election_timeout_max: RAFT_HEARTBEAT_MS * 6,
+            election_timeout_min: RAFT_HEARTBEAT_MS * 2,
+            election_timeout_max: RAFT_HEARTBEAT_MS * 4,
             // Processor state and offsets commits are entries too: compact now and then.
             snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
             max_in_snapshot_log_to_keep: 1_000,

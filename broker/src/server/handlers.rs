@@ -115,12 +115,24 @@ fn fetch_frame(result: Result<FetchResponse, Failure>) -> Vec<Bytes> {
     vec![header.freeze(), resp.records]
 }
 
-/// A replica-fetch response frame, the stored records sent without a copy.
-fn replica_fetch_frame(result: Result<ReplicaFetchResponse, Failure>) -> Bytes {
-    match result {
-        Ok(resp) => response_frame(0, &to_bytes(&resp)),
-        Err(f) => error_frame(f.code, f.body),
-    }
+/// A replica-fetch response frame as two chunks: the fields, and the stored
+/// records as they are (no copy into a frame buffer).
+fn replica_fetch_frame(result: Result<ReplicaFetchResponse, Failure>) -> Vec<Bytes> {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(f) => return vec![error_frame(f.code, f.body)],
+    };
+    let records = resp.records.clone();
+    // Encoded with empty records, the fields end with the records' u32 length (0).
+    let fields = to_bytes(&ReplicaFetchResponse { records: Bytes::new(), ..resp });
+    let fields = &fields[..fields.len() - 4];
+    let body_len = 2 + fields.len() + 4 + records.len();
+    let mut head = BytesMut::with_capacity(4 + 2 + fields.len() + 4);
+    head.put_u32_le(body_len as u32);
+    head.put_u16_le(0);
+    head.put_slice(fields);
+    head.put_u32_le(records.len() as u32);
+    vec![head.freeze(), records]
 }
 
 /// Limits and identity the handlers apply.
@@ -301,7 +313,7 @@ impl Handlers {
                     let req: ReplicaFetchRequest = from_bytes(payload)?;
                     Ok(this.replicas.serve_fetch(req, this.shutdown.clone()).await?)
                 };
-                vec![replica_fetch_frame(r.await)]
+                replica_fetch_frame(r.await)
             })),
             ApiKey::RaftAppend | ApiKey::RaftVote | ApiKey::RaftSnapshot => Some(Box::pin(async move {
                 let r = async {
@@ -678,6 +690,21 @@ mod processor_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_fetch_frames_without_a_copy_encode_like_the_codec() {
+        for diverging_epoch in [None, Some(7)] {
+            let resp = ReplicaFetchResponse {
+                high_watermark: 42,
+                log_start: 3,
+                diverging_epoch,
+                diverging_end_offset: 9,
+                records: Bytes::from_static(b"some stored batches"),
+            };
+            let expected = response_frame(0, &to_bytes(&resp));
+            assert_eq!(replica_fetch_frame(Ok(resp)).concat(), expected.to_vec());
+        }
+    }
 
     #[test]
     fn topic_names_are_validated() {
