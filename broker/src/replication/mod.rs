@@ -261,8 +261,16 @@ impl ReplicaManager {
         topic: &str,
         partition: u32,
     ) -> Result<(Arc<TopicState>, Arc<PartitionState>), Refusal> {
-        let (t, p) = self.store.partition(topic, partition).map_err(Refusal::from)?;
         let me = self.cluster.broker_id();
+        if !self.cluster.is_ready() {
+            // Its metadata may be behind (it may not know the topic yet):
+            // nothing it says about partitions can be trusted until it caught up.
+            return Err(Refusal::new(
+                ErrorCode::LeaderNotAvailable,
+                format!("broker {me} is catching up with the cluster's metadata; retry shortly"),
+            ));
+        }
+        let (t, p) = self.store.partition(topic, partition).map_err(Refusal::from)?;
         let assignment = t.config.assignments.get(partition as usize).ok_or_else(|| {
             Refusal::new(ErrorCode::LeaderNotAvailable, format!("{topic}/{partition} has no assignment yet"))
         })?;
