@@ -259,11 +259,6 @@ impl Cluster {
         self.config.broker_id
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ClusterConfig {
-        &self.config
-    }
-
     /// The other brokers' connections.
     pub fn peers(&self) -> &Arc<Peers> {
         &self.peers
@@ -560,11 +555,11 @@ pub(crate) mod testing {
         let identity = crate::tls::load_or_generate(dir, &[]).expect("test CA");
         let config = ClusterConfig::single(1, "127.0.0.1:1".into(), dir.to_path_buf(), identity.ca_path);
         let cluster = Cluster::start(config, store).await.expect("cluster starts");
-        let (_tx, rx) = watch::channel(false);
-        std::mem::forget(_tx);
-        for task in cluster.spawn(rx) {
-            drop(task);
-        }
+        // The background duties run for the rest of the test process: the
+        // shutdown sender is leaked so that it never signals.
+        let (tx, rx) = watch::channel(false);
+        std::mem::forget(tx);
+        drop(cluster.spawn(rx));
         let deadline = Instant::now() + Duration::from_secs(20);
         while !cluster.is_ready() {
             assert!(Instant::now() < deadline, "single-node cluster never became ready");

@@ -115,16 +115,6 @@ impl PeerClient {
         Self { id, addr, endpoint: endpoint.endpoint.clone(), conn: Mutex::new(None), dial: Default::default() }
     }
 
-    /// The broker's id.
-    pub fn id(&self) -> u32 {
-        self.id
-    }
-
-    /// The broker's address.
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     fn unreachable(&self, reason: impl std::fmt::Display) -> PeerError {
         PeerError::Unreachable { id: self.id, addr: self.addr.clone(), reason: reason.to_string() }
     }

@@ -63,11 +63,6 @@ impl LeaderState {
         Self { self_id, isr: isr.to_vec(), followers, start_hw, epoch_start_offset, lag_time }
     }
 
-    /// The ISR as this leader knows it.
-    pub fn isr(&self) -> &[u32] {
-        &self.isr
-    }
-
     /// Takes a new ISR (after the metadata log applied a change).
     pub fn set_isr(&mut self, isr: &[u32]) {
         self.isr = isr.to_vec();
