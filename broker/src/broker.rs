@@ -16,10 +16,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::auth::bootstrap::BootstrapConfig;
+use crate::auth::denials::DenialLog;
+use crate::auth::Authorizer;
 use crate::cluster::{Cluster, ClusterConfig, ClusterError};
 use crate::groups::GroupService;
 use crate::replication::{ReplicaManager, ReplicationConfig};
-use crate::server::handlers::{HandlerConfig, Handlers};
+use crate::server::handlers::{AuthContext, HandlerConfig, Handlers};
 use crate::store::{store_path, DurabilityPolicy, Store, StoreConfig, StoreError};
 use crate::tls::{self, TlsError};
 use eddy_protocol::limits::{DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_RECORD_BYTES, MAX_FRAME_BYTES};
@@ -61,6 +64,11 @@ pub struct BrokerConfig {
     pub max_record_bytes: u32,
     /// How often retention runs.
     pub retention_check_interval: Duration,
+    /// Users that may do anything (besides the brokers themselves).
+    pub superusers: Vec<String>,
+    /// The first superuser's password file (else a random password is
+    /// written to `<data-dir>/admin.password` on a new cluster's first start).
+    pub admin_password_file: Option<PathBuf>,
 }
 
 /// The default client port.
@@ -85,6 +93,8 @@ impl BrokerConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             retention_check_interval: Duration::from_secs(30),
+            superusers: vec![crate::auth::bootstrap::ADMIN_USER.to_string()],
+            admin_password_file: None,
         }
     }
 }
@@ -117,6 +127,8 @@ pub enum BrokerError {
 pub struct Broker {
     local_addr: SocketAddr,
     ca_path: PathBuf,
+    cert_path: PathBuf,
+    key_path: PathBuf,
     store: Arc<Store>,
     runtime: Arc<Runtime>,
     cluster: Arc<Cluster>,
@@ -145,6 +157,7 @@ impl Broker {
         if config.broker_id == 0 {
             return Err(BrokerError::Config("broker ids start at 1 (0 means \"no broker\")".into()));
         }
+        tls::restrict_data_dir(&config.data_dir)?;
         if !config.peers.is_empty() && !config.peers.contains_key(&config.broker_id) {
             return Err(BrokerError::Config(format!(
                 "--peers does not list this broker (id {}); list every broker, this one included",
@@ -178,7 +191,9 @@ impl Broker {
                 }
                 identity
             }
-            (None, Some((ca_cert, ca_key))) => tls::load_or_issue(&config.data_dir, ca_cert, ca_key, &names)?,
+            (None, Some((ca_cert, ca_key))) => {
+                tls::load_or_issue(&config.data_dir, ca_cert, ca_key, &names, config.broker_id)?
+            }
             (None, None) => {
                 let mut names = Vec::new();
                 if !config.listen.ip().is_unspecified() {
@@ -189,9 +204,21 @@ impl Broker {
                         names.push(host.trim_matches(['[', ']']).to_string());
                     }
                 }
-                tls::load_or_generate(&config.data_dir, &names)?
+                tls::load_or_generate(&config.data_dir, &names, config.broker_id)?
             }
         };
+        tls::restrict_data_dir(&config.data_dir)?;
+        if identity.broker_id() != Some(config.broker_id) {
+            return Err(BrokerError::Config(format!(
+                "the certificate {} does not prove broker {} (it needs the URI eddy:broker:{} among its subject \
+                 alternative names, which brokers present to each other): issue one with `eddy ca issue-broker \
+                 --ca-dir DIR --id {} --name HOST --out DIR`",
+                identity.cert_path.display(),
+                config.broker_id,
+                config.broker_id,
+                config.broker_id
+            )));
+        }
         let server_tls = tls::server_config(&identity)?;
         // Deploys validate (and compile) modules with it; an embedded worker
         // reuses it, so a module compiled at deploy time is not compiled again.
@@ -205,12 +232,8 @@ impl Broker {
             .map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Listen { addr: config.listen, source })?;
         let advertised = own_addr.clone().unwrap_or_else(|| local_addr.to_string());
-        let mut cluster_config = ClusterConfig::single(
-            config.broker_id,
-            advertised.clone(),
-            config.data_dir.clone(),
-            identity.ca_path.clone(),
-        );
+        let mut cluster_config =
+            ClusterConfig::single(config.broker_id, advertised.clone(), config.data_dir.clone(), &identity);
         if !config.peers.is_empty() {
             cluster_config.brokers = config.peers.clone();
         }
@@ -232,11 +255,22 @@ impl Broker {
                 max_batch_bytes: config.max_batch_bytes,
                 max_record_bytes: config.max_record_bytes,
             },
+            AuthContext {
+                authorizer: Authorizer::new(config.superusers.iter().cloned()),
+                denials: DenialLog::default(),
+                fake_salt_key: fake_salt_key(&identity),
+            },
             shutdown_rx.clone(),
         ));
         let server = tokio::spawn(crate::server::serve(endpoint, handlers, shutdown_rx.clone()));
         let mut background = cluster.spawn(shutdown_rx.clone());
         background.push(replicas.spawn(shutdown_rx.clone()));
+        background.push(tokio::spawn(crate::auth::bootstrap::run(
+            BootstrapConfig { data_dir: config.data_dir.clone(), password_file: config.admin_password_file.clone() },
+            store.clone(),
+            cluster.clone(),
+            shutdown_rx.clone(),
+        )));
         let retention = tokio::spawn(retention_loop(store.clone(), config.retention_check_interval, shutdown_rx));
         if !multi {
             // A broker alone elects itself at once: be ready before announcing.
@@ -258,6 +292,8 @@ impl Broker {
         Ok(Self {
             local_addr,
             ca_path: identity.ca_path,
+            cert_path: identity.cert_path,
+            key_path: identity.key_path,
             store,
             runtime,
             cluster,
@@ -277,6 +313,12 @@ impl Broker {
     /// The CA certificate clients must trust.
     pub fn ca_path(&self) -> &std::path::Path {
         &self.ca_path
+    }
+
+    /// This broker's certificate and key files: a client certificate proving
+    /// `Broker:<id>`, which the embedded processor worker connects with.
+    pub fn certificate(&self) -> (&std::path::Path, &std::path::Path) {
+        (&self.cert_path, &self.key_path)
     }
 
     /// The broker's store (for embedding and tests).
@@ -312,6 +354,13 @@ impl Broker {
         self.store.close().await;
         info!("shutdown complete");
     }
+}
+
+/// A per-broker secret for the fake salts of unknown users: a hash of the
+/// broker's private key, stable across restarts.
+fn fake_salt_key(identity: &tls::TlsIdentity) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::new_with_prefix(b"eddy fake salt").chain_update(identity.key.secret_der()).finalize().to_vec()
 }
 
 async fn retention_loop(store: Arc<Store>, every: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -8,6 +8,7 @@
 //! * [`replication`]: leader and follower duties of partition replicas.
 //! * [`broker`]: wiring of the above into a running broker with clean shutdown.
 
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod groups;

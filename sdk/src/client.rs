@@ -25,6 +25,7 @@
 //!   cache; `NOT_LEADER`, `LEADER_NOT_AVAILABLE`, an unreachable leader or an
 //!   unknown topic refresh the cache (concurrent refreshes are coalesced).
 
+mod auth;
 mod conn;
 mod metadata;
 
@@ -44,6 +45,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::time::{timeout, timeout_at, Instant};
 
+pub use auth::Credentials;
 pub(crate) use conn::read_response_frame;
 use conn::{BrokerConn, Dialer, ExchangeError};
 use metadata::{Lookup, MetadataCache};
@@ -92,6 +94,17 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest a request may take from opening its stream to its response.
     pub request_timeout: Duration,
+    /// A user name and password: every connection authenticates with
+    /// SCRAM-SHA-256 (the password never crosses the wire). Brokers serve
+    /// nothing to a connection that did not authenticate.
+    pub credentials: Option<Credentials>,
+    /// A client certificate and key (PEM files) issued by the cluster CA
+    /// (`eddy ca issue-client NAME`, or a broker's own certificate): the TLS
+    /// handshake then proves the identity it carries.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// For processor workers: every connection acts as this processor, with
+    /// its rights only (its inputs, output, dead-letter and logs topics).
+    pub act_as_processor: Option<String>,
 }
 
 impl ClientConfig {
@@ -104,7 +117,28 @@ impl ClientConfig {
             server_name: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            credentials: None,
+            client_cert: None,
+            act_as_processor: None,
         }
+    }
+
+    /// Authenticates as `user` with `password` (SCRAM-SHA-256).
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some(Credentials::new(user, password));
+        self
+    }
+
+    /// Presents the client certificate `cert` with its key `key` (PEM files).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Makes every connection act as processor `name` (processor workers).
+    pub fn act_as_processor(mut self, name: impl Into<String>) -> Self {
+        self.act_as_processor = Some(name.into());
+        self
     }
 
     /// Sets the PEM file holding the CA certificate(s) to verify the broker with.
@@ -240,14 +274,39 @@ fn root_store(config: &ClientConfig) -> Result<rustls::RootCertStore, ClientErro
     Ok(roots)
 }
 
-/// Builds the quinn client configuration: TLS 1.3 only, the given roots, ALPN `eddy/1`.
-fn quic_config(roots: rustls::RootCertStore) -> Result<quinn::ClientConfig, ClientError> {
+/// Reads a client certificate chain and key.
+fn client_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(Vec<CertificateDer<'static>>, rustls_pki_types::PrivateKeyDer<'static>), ClientError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ClientError::Config(format!("cannot read client certificate {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(ClientError::Config(format!("{} holds no certificate", cert.display())));
+    }
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ClientError::Config(format!("cannot read client key {}: {e}", key.display())))?;
+    Ok((chain, key))
+}
+
+/// Builds the quinn client configuration: TLS 1.3 only, the given roots,
+/// the client certificate if configured, ALPN `eddy/1`.
+fn quic_config(roots: rustls::RootCertStore, config: &ClientConfig) -> Result<quinn::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ClientError::Config(format!("TLS setup failed: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match &config.client_cert {
+        Some((cert, key)) => {
+            let (chain, key) = client_identity(cert, key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| ClientError::Config(format!("unusable client certificate: {e}")))?
+        }
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![frame::ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| ClientError::Config(format!("TLS setup failed: {e}")))?;
@@ -322,7 +381,12 @@ impl Client {
             rustls_pki_types::ServerName::try_from(name.as_str())
                 .map_err(|_| ClientError::Config(format!("{name:?} is not a valid TLS server name")))?;
         }
-        let quic = quic_config(root_store(&config)?)?;
+        let quic = quic_config(root_store(&config)?, &config)?;
+        let auth = auth::AuthConfig {
+            credentials: config.credentials.clone(),
+            client_cert: config.client_cert.is_some(),
+            act_as_processor: config.act_as_processor.clone(),
+        };
         let resolving = futures::future::join_all(bootstrap.iter().map(|a| conn::resolve(a)));
         let resolved = match timeout(config.connect_timeout, resolving).await {
             Ok(r) => r,
@@ -353,7 +417,12 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 bootstrap: bootstrap.clone(),
-                dialer: Dialer { endpoint, ipv6, connect_timeout },
+                dialer: Dialer {
+                    endpoint,
+                    ipv6,
+                    connect_timeout,
+                    auth,
+                },
                 conns: Mutex::new(HashMap::new()),
                 preferred: Mutex::new(None),
                 metadata: Mutex::new(MetadataCache::default()),

@@ -44,7 +44,7 @@ pub mod producer;
 mod test_broker;
 
 pub use admin::{Admin, NewTopic};
-pub use client::{Broker, Client, ClientConfig};
+pub use client::{Broker, Client, ClientConfig, Credentials};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, StartOffset};
 pub use eddy_protocol::batch::Header;
 pub use eddy_protocol::messages::{

@@ -145,7 +145,14 @@ mod tests {
     use super::*;
 
     fn config() -> ClusterConfig {
-        let mut c = ClusterConfig::single(1, "a:1".into(), "/tmp".into(), "/tmp/ca.pem".into());
+        let identity = crate::tls::TlsIdentity {
+            chain: Vec::new(),
+            key: rustls_pki_types::PrivateKeyDer::Pkcs8(Vec::<u8>::new().into()),
+            ca_path: "/tmp/ca.pem".into(),
+            cert_path: "/tmp/broker.pem".into(),
+            key_path: "/tmp/broker.key".into(),
+        };
+        let mut c = ClusterConfig::single(1, "a:1".into(), "/tmp".into(), &identity);
         c.brokers.insert(2, "b:1".into());
         c.brokers.insert(3, "c:1".into());
         c

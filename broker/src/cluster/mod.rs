@@ -76,6 +76,11 @@ pub struct ClusterConfig {
     pub data_dir: PathBuf,
     /// The CA file the other brokers' certificates verify against.
     pub ca_path: PathBuf,
+    /// This broker's certificate (PEM), presented to the other brokers as
+    /// its client certificate: it proves `eddy:broker:<broker_id>`.
+    pub cert_path: PathBuf,
+    /// Its key.
+    pub key_path: PathBuf,
     /// How often brokers heartbeat the controller.
     pub heartbeat_interval: Duration,
     /// A broker silent for this long is dead for the controller: its
@@ -87,13 +92,16 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// A single-broker cluster of broker `id` at `addr`.
-    pub fn single(id: u32, addr: String, data_dir: PathBuf, ca_path: PathBuf) -> Self {
+    /// A single-broker cluster of broker `id` at `addr`, whose TLS identity
+    /// is `identity`.
+    pub fn single(id: u32, addr: String, data_dir: PathBuf, identity: &crate::tls::TlsIdentity) -> Self {
         Self {
             broker_id: id,
             brokers: BTreeMap::from([(id, addr)]),
             data_dir,
-            ca_path,
+            ca_path: identity.ca_path.clone(),
+            cert_path: identity.cert_path.clone(),
+            key_path: identity.key_path.clone(),
             heartbeat_interval: Duration::from_millis(100),
             session_timeout: Duration::from_millis(1000),
             preferred_leader_interval: Duration::from_secs(10),
@@ -147,6 +155,7 @@ enum OutputWire {
     Flag(bool),
     ProducerId(u64),
     Altered(Vec<bool>),
+    Count(u32),
 }
 
 type ResultWire = Result<OutputWire, (u16, String)>;
@@ -159,6 +168,7 @@ fn output_to_wire(output: MetaOutput) -> OutputWire {
         MetaOutput::Flag(f) => OutputWire::Flag(f),
         MetaOutput::ProducerId(id) => OutputWire::ProducerId(id),
         MetaOutput::Altered(a) => OutputWire::Altered(a),
+        MetaOutput::Count(n) => OutputWire::Count(n),
     }
 }
 
@@ -173,6 +183,7 @@ fn output_from_wire(output: OutputWire) -> Result<MetaOutput, Refusal> {
         OutputWire::Flag(f) => MetaOutput::Flag(f),
         OutputWire::ProducerId(id) => MetaOutput::ProducerId(id),
         OutputWire::Altered(a) => MetaOutput::Altered(a),
+        OutputWire::Count(n) => MetaOutput::Count(n),
     })
 }
 
@@ -191,7 +202,20 @@ pub struct Cluster {
     liveness: Mutex<Liveness>,
     /// (term, last log index when this broker became controller in that term).
     controller_term: Mutex<(u64, u64)>,
+    /// The snapshot being received, for bounding its chunks.
+    receiving_snapshot: Mutex<Option<ReceivingSnapshot>>,
 }
+
+/// A snapshot whose chunks are arriving.
+struct ReceivingSnapshot {
+    from: u32,
+    id: String,
+    received: u64,
+}
+
+/// Largest metadata snapshot a broker receives (1 GiB): replicated tables
+/// only (topics, offsets, processors with modules and state, users, rules).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 impl Cluster {
     /// Opens the metadata log, starts this broker's Raft node and, on a
@@ -204,7 +228,8 @@ impl Cluster {
             .map_err(|e| ClusterError::Log { path: log_path.clone(), reason: e.to_string() })?;
         let (applied_tx, applied) = watch::channel(0u64);
         let state_machine = StateMachine::new(store.clone(), log_store.clone(), applied_tx);
-        let peers = Arc::new(Peers::new(PeerEndpoint::new(&config.ca_path)?, config.broker_id, &config.brokers));
+        let endpoint = PeerEndpoint::new(&config.ca_path, &config.cert_path, &config.key_path)?;
+        let peers = Arc::new(Peers::new(endpoint, config.broker_id, &config.brokers));
         let raft_config = openraft::Config {
             cluster_name: "eddy".into(),
             // openraft also bounds every append-entries RPC by the heartbeat
@@ -251,6 +276,7 @@ impl Cluster {
             started: Instant::now(),
             liveness: Mutex::new(Liveness::default()),
             controller_term: Mutex::new((u64::MAX, 0)),
+            receiving_snapshot: Mutex::new(None),
         }))
     }
 
@@ -416,19 +442,81 @@ impl Cluster {
         Ok(RaftMessage { payload: Bytes::from(payload) })
     }
 
-    /// Serves a Raft RPC from another broker (append-entries, vote or a
-    /// snapshot chunk): the answer's payload is the encoded result.
-    pub async fn serve_raft(&self, key: eddy_protocol::ApiKey, payload: Bytes) -> Result<RaftMessage, Refusal> {
+    /// Serves a Raft RPC from broker `from` (proven by its certificate):
+    /// append-entries, vote or a snapshot chunk. The node id the RPC claims
+    /// to come from must be `from` (CLUSTER_AUTHORIZATION_FAILED otherwise),
+    /// and snapshot chunks must continue the snapshot being received within
+    /// [`MAX_SNAPSHOT_BYTES`]. The answer's payload is the encoded result.
+    pub async fn serve_raft(
+        &self,
+        key: eddy_protocol::ApiKey,
+        payload: Bytes,
+        from: u32,
+    ) -> Result<RaftMessage, Refusal> {
         use eddy_protocol::ApiKey;
         let bad = |e: postcard::Error| Refusal::new(ErrorCode::MalformedRequest, format!("undecodable Raft RPC: {e}"));
+        let sender = |vote: &openraft::Vote<NodeId>| -> Result<(), Refusal> {
+            let claimed = vote.leader_id().voted_for();
+            if claimed != Some(NodeId::from(from)) {
+                warn!(from, ?claimed, "a Raft RPC claims another node than the broker that sent it");
+                return Err(Refusal::new(
+                    ErrorCode::ClusterAuthorizationFailed,
+                    format!("the Raft RPC names node {claimed:?}, but the connection proved broker {from}"),
+                ));
+            }
+            Ok(())
+        };
         let encoded = match key {
-            ApiKey::RaftAppend => encode(&self.raft.append_entries(decode(&payload).map_err(bad)?).await),
-            ApiKey::RaftVote => encode(&self.raft.vote(decode(&payload).map_err(bad)?).await),
-            ApiKey::RaftSnapshot => encode(&self.raft.install_snapshot(decode(&payload).map_err(bad)?).await),
+            ApiKey::RaftAppend => {
+                let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&payload).map_err(bad)?;
+                sender(&rpc.vote)?;
+                encode(&self.raft.append_entries(rpc).await)
+            }
+            ApiKey::RaftVote => {
+                let rpc: openraft::raft::VoteRequest<NodeId> = decode(&payload).map_err(bad)?;
+                sender(&rpc.vote)?;
+                encode(&self.raft.vote(rpc).await)
+            }
+            ApiKey::RaftSnapshot => {
+                let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&payload).map_err(bad)?;
+                sender(&rpc.vote)?;
+                self.check_snapshot_chunk(from, &rpc.meta.snapshot_id, rpc.offset, rpc.data.len())?;
+                encode(&self.raft.install_snapshot(rpc).await)
+            }
             other => return Err(Refusal::new(ErrorCode::InvalidRequest, format!("{other:?} is not a Raft RPC"))),
         };
         let payload = encoded.map_err(|e| Refusal::new(ErrorCode::Internal, e.to_string()))?;
         Ok(RaftMessage { payload: Bytes::from(payload) })
+    }
+
+    /// Bounds snapshot transfer: a chunk starts a snapshot (offset 0) or
+    /// continues the one being received from the same broker at or below
+    /// what arrived so far, and no snapshot grows past
+    /// [`MAX_SNAPSHOT_BYTES`]. openraft would otherwise seek to any offset
+    /// and allocate up to it.
+    fn check_snapshot_chunk(&self, from: u32, snapshot_id: &str, offset: u64, len: usize) -> Result<(), Refusal> {
+        let mut receiving = self.receiving_snapshot.lock().expect("snapshot lock poisoned");
+        let end = offset.checked_add(len as u64).filter(|end| *end <= MAX_SNAPSHOT_BYTES).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("snapshot chunk at {offset} (+{len} bytes) passes the limit of {MAX_SNAPSHOT_BYTES} bytes"),
+            )
+        })?;
+        let continues = |r: &ReceivingSnapshot| r.from == from && r.id == snapshot_id && offset <= r.received;
+        match receiving.as_mut() {
+            _ if offset == 0 => {
+                *receiving = Some(ReceivingSnapshot { from, id: snapshot_id.to_string(), received: end });
+                Ok(())
+            }
+            Some(r) if continues(r) => {
+                r.received = r.received.max(end);
+                Ok(())
+            }
+            _ => Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("snapshot chunk at offset {offset} of {snapshot_id:?} continues no snapshot being received"),
+            )),
+        }
     }
 
     /// Records a heartbeat from another broker (on the controller).
@@ -457,9 +545,10 @@ impl Cluster {
     }
 
     /// Forwards a client's request frame (length prefix included) to the
-    /// controller and returns its response frame. NOT_CONTROLLER when there
-    /// is none or it cannot be reached.
-    pub async fn forward(&self, frame: Bytes) -> Bytes {
+    /// controller, to be served there as `principal`, and returns its
+    /// response frame. NOT_CONTROLLER when there is none or it cannot be
+    /// reached.
+    pub async fn forward(&self, frame: Bytes, principal: String) -> Bytes {
         let not_controller =
             |why: String| response_frame(ErrorCode::NotController as u16, &to_bytes(&ErrorResponse::message(why)));
         let Some(controller) = self.controller() else {
@@ -469,6 +558,8 @@ impl Cluster {
             return not_controller(format!("controller {controller} is not a known broker"));
         };
         debug_assert!(frame.len() >= LENGTH_BYTES);
+        let envelope = eddy_protocol::security::ForwardRequest { principal, frame };
+        let frame = eddy_protocol::frame::request_frame(eddy_protocol::ApiKey::Forward, &to_bytes(&envelope));
         match peer.exchange_frame(frame, FORWARD_TIMEOUT).await {
             Ok((code, payload)) => response_frame(code, &payload),
             Err(e) => not_controller(format!("cannot reach the controller: {e}")),
@@ -552,8 +643,8 @@ pub(crate) mod testing {
     /// Starts the metadata quorum of broker 1 alone over `store`, keeping
     /// its files (and a generated CA) in `dir`; waits until it is ready.
     pub(crate) async fn single(dir: &std::path::Path, store: Arc<Store>) -> Arc<Cluster> {
-        let identity = crate::tls::load_or_generate(dir, &[]).expect("test CA");
-        let config = ClusterConfig::single(1, "127.0.0.1:1".into(), dir.to_path_buf(), identity.ca_path);
+        let identity = crate::tls::load_or_generate(dir, &[], 1).expect("test CA");
+        let config = ClusterConfig::single(1, "127.0.0.1:1".into(), dir.to_path_buf(), &identity);
         let cluster = Cluster::start(config, store).await.expect("cluster starts");
         // The background duties run for the rest of the test process: the
         // shutdown sender is leaked so that it never signals.

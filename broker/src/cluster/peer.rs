@@ -20,8 +20,6 @@ use eddy_protocol::codec::{from_bytes, to_bytes};
 use eddy_protocol::frame::{self, LENGTH_BYTES, RESPONSE_HEADER_BYTES};
 use eddy_protocol::messages::Request;
 use eddy_protocol::{ErrorCode, ErrorResponse};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -64,21 +62,19 @@ pub struct PeerEndpoint {
 }
 
 impl PeerEndpoint {
-    /// A client endpoint verifying peers against the PEM CA file `ca`.
-    pub fn new(ca: &Path) -> Result<Self, PeerError> {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| PeerError::Tls(format!("cannot read {}: {e}", ca.display())))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs {
-            let cert = cert.map_err(|e| PeerError::Tls(format!("cannot parse {}: {e}", ca.display())))?;
-            roots.add(cert).map_err(|e| PeerError::Tls(format!("unusable certificate in {}: {e}", ca.display())))?;
-        }
+    /// A client endpoint verifying peers against the PEM CA file `ca` and
+    /// presenting this broker's certificate (`cert`, `key`) as its client
+    /// certificate, which proves its broker identity to the others.
+    pub fn new(ca: &Path, cert: &Path, key: &Path) -> Result<Self, PeerError> {
+        let roots = crate::tls::root_store(ca).map_err(|e| PeerError::Tls(e.to_string()))?;
+        let identity = crate::tls::load(cert, key).map_err(|e| PeerError::Tls(e.to_string()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| PeerError::Tls(e.to_string()))?
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_client_auth_cert(identity.chain, identity.key)
+            .map_err(|e| PeerError::Tls(format!("unusable broker certificate {}: {e}", cert.display())))?;
         tls.alpn_protocols = vec![frame::ALPN.to_vec()];
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| PeerError::Tls(e.to_string()))?;
@@ -144,6 +140,13 @@ impl PeerClient {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable(format!("no answer within {CONNECT_TIMEOUT:?}"))),
         };
+        // The address must be served by the broker it is meant to be, not by
+        // another broker (or anything else the CA signed).
+        let proven = crate::auth::identity::principal_of_connection(&conn);
+        if proven != Some(crate::auth::Principal::Broker(self.id)) {
+            conn.close(0u32.into(), b"not the expected broker");
+            return Err(self.unreachable(format!("its certificate proves {proven:?}, not broker {}", self.id)));
+        }
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }

@@ -8,9 +8,10 @@
 //! forwarded to it by every other broker; Raft, replica-fetch, metadata-write
 //! and heartbeat requests come from other brokers.
 
+mod access;
 mod processors;
+mod security;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +26,16 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use super::PendingResponse;
+use crate::auth::authorizer::Resource;
+use crate::auth::{Principal, Session};
 use crate::cluster::{plan, Cluster, Refusal};
 use crate::groups::coordinator::GroupError;
 use crate::groups::GroupService;
 use crate::replication::ReplicaManager;
 use crate::store::{MetaCommand, Store, StoreError, TopicConfig, TopicState};
+pub use access::Caller;
+pub use security::AuthContext;
+use eddy_protocol::security::{ForwardRequest, Operation, ResourceType};
 pub use processors::{
     validate_processor_name, LOGS_RETENTION_MS, MAX_MODULE_BYTES, MAX_PARAMS_BYTES, MAX_PROCESSOR_INPUTS,
     MAX_PROCESSOR_NAME_BYTES, MAX_PROCESSOR_PARALLELISM, MAX_STATE_SCAN_BYTES,
@@ -157,6 +163,7 @@ pub struct Handlers {
     cluster: Arc<Cluster>,
     replicas: Arc<ReplicaManager>,
     config: HandlerConfig,
+    auth: AuthContext,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -198,17 +205,18 @@ impl Handlers {
         runtime: Arc<eddy_runtime::Runtime>,
         replicas: Arc<ReplicaManager>,
         config: HandlerConfig,
+        auth: AuthContext,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let cluster = replicas.cluster().clone();
-        Self { store, groups, runtime, cluster, replicas, config, shutdown }
+        Self { store, groups, runtime, cluster, replicas, config, auth, shutdown }
     }
 
     /// Handles one request frame (length prefix removed). Returns the pending
     /// response, or none for requests that get no answer (acks=0 produce).
     /// Work that must happen in request order (queueing appends) is done before
     /// this returns; the rest happens when the response future runs.
-    pub async fn dispatch(self: &Arc<Self>, frame: Bytes, remote: SocketAddr) -> Option<PendingResponse> {
+    pub async fn dispatch(self: &Arc<Self>, frame: Bytes, session: &Arc<Session>) -> Option<PendingResponse> {
         let frame_len = frame.len();
         let (header, payload) = match split_request(frame) {
             Ok(parts) => parts,
@@ -227,30 +235,95 @@ impl Handlers {
             );
             return Some(ready(error_frame(ErrorCode::UnsupportedVersion, ErrorResponse::message(msg))));
         }
+        if key == ApiKey::Authenticate {
+            return Some(ready(frame_of(self.authenticate(payload, session))));
+        }
+        // Everything else runs as the connection's principal, once it has one.
+        let principal = match session.principal().await {
+            Ok(p) => p,
+            Err(why) => return Some(ready(error_frame(ErrorCode::AuthenticationFailed, ErrorResponse::message(why)))),
+        };
+        let caller = Caller { principal, remote: session.remote() };
+        if key.is_inter_broker() {
+            if let Err(f) = self.inter_broker(&caller, &format!("{key:?}"), None) {
+                return Some(ready(error_frame(f.code, f.body)));
+            }
+            if key == ApiKey::Forward {
+                return Some(self.serve_forward(payload, caller).await);
+            }
+        }
+        self.dispatch_as(key, header.api_version, frame_len, payload, caller).await
+    }
+
+    /// Serves a request forwarded by another broker as the principal it names.
+    async fn serve_forward(self: &Arc<Self>, payload: Bytes, broker: Caller) -> PendingResponse {
+        let fail = |code, message: String| ready(error_frame(code, ErrorResponse::message(message)));
+        let req: ForwardRequest = match from_bytes(payload) {
+            Ok(r) => r,
+            Err(e) => return fail(ErrorCode::MalformedRequest, format!("cannot decode a forwarded request: {e}")),
+        };
+        let Some(principal) = Principal::parse(&req.principal) else {
+            return fail(ErrorCode::MalformedRequest, format!("forwarded principal {:?} is not one", req.principal));
+        };
+        let inner = req.frame;
+        if inner.len() < 4 + 4 {
+            return fail(ErrorCode::MalformedRequest, "a forwarded frame is too short".into());
+        }
+        let (header, payload) = match split_request(inner.slice(4..)) {
+            Ok(parts) => parts,
+            Err(e) => return fail(ErrorCode::MalformedRequest, e.to_string()),
+        };
+        let key = ApiKey::from_u16(header.api_key);
+        let Some(key) = key.filter(|k| served_by_controller(*k)) else {
+            return fail(ErrorCode::InvalidRequest, format!("API key {} is never forwarded", header.api_key));
+        };
+        let caller = Caller { principal: Arc::new(principal), remote: broker.remote };
+        match self.dispatch_as(key, header.api_version, inner.len() - 4, payload, caller).await {
+            Some(response) => response,
+            None => fail(ErrorCode::InvalidRequest, "a forwarded request had no answer".into()),
+        }
+    }
+
+    /// Dispatches a decoded request as `caller` (authenticated already).
+    async fn dispatch_as(
+        self: &Arc<Self>,
+        key: ApiKey,
+        api_version: u16,
+        frame_len: usize,
+        payload: Bytes,
+        caller: Caller,
+    ) -> Option<PendingResponse> {
         let this = self.clone();
+        let remote = caller.remote;
         if served_by_controller(key) && !self.cluster.is_controller() {
             // The whole frame again, length prefix included, for the controller.
             let mut full = BytesMut::with_capacity(4 + frame_len);
             full.put_u32_le(frame_len as u32);
-            full.put_u16_le(header.api_key);
-            full.put_u16_le(header.api_version);
+            full.put_u16_le(key as u16);
+            full.put_u16_le(api_version);
             full.extend_from_slice(&payload);
             let full = full.freeze();
-            return Some(Box::pin(async move { vec![this.cluster.forward(full).await] }));
+            let principal = caller.principal.to_string();
+            return Some(Box::pin(async move { vec![this.cluster.forward(full, principal).await] }));
         }
+        let c = caller;
         match key {
-            ApiKey::Produce => self.produce(payload).await,
-            ApiKey::Fetch => Some(Box::pin(async move { fetch_frame(this.fetch(payload).await) })),
-            ApiKey::ListOffsets => Some(ready(frame_of(self.list_offsets(payload)))),
-            ApiKey::Metadata => Some(ready(frame_of(self.metadata(payload)))),
-            ApiKey::CreateTopic => Some(Box::pin(async move { vec![frame_of(this.create_topic(payload).await)] })),
-            ApiKey::DeleteTopic => Some(Box::pin(async move { vec![frame_of(this.delete_topic(payload).await)] })),
+            ApiKey::Produce => self.produce(payload, &c).await,
+            ApiKey::Fetch => Some(Box::pin(async move { fetch_frame(this.fetch(payload, &c).await) })),
+            ApiKey::ListOffsets => Some(ready(frame_of(self.list_offsets(payload, &c)))),
+            ApiKey::Metadata => Some(ready(frame_of(self.metadata(payload, &c)))),
+            ApiKey::CreateTopic => Some(Box::pin(async move { vec![frame_of(this.create_topic(payload, &c).await)] })),
+            ApiKey::DeleteTopic => Some(Box::pin(async move { vec![frame_of(this.delete_topic(payload, &c).await)] })),
             ApiKey::CreatePartitions => {
-                Some(Box::pin(async move { vec![frame_of(this.create_partitions(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.create_partitions(payload, &c).await)] }))
             }
             ApiKey::JoinGroup => Some(Box::pin(async move {
                 let r = async {
                     let req: JoinGroupRequest = from_bytes(payload)?;
+                    this.check(&c, Operation::Read, Resource::group(&req.group))?;
+                    for topic in &req.topics {
+                        this.check(&c, Operation::Read, Resource::topic(topic))?;
+                    }
                     Ok(this.groups.join(req, remote.to_string()).await?)
                 };
                 vec![frame_of(r.await)]
@@ -258,81 +331,113 @@ impl Handlers {
             ApiKey::Heartbeat => Some(Box::pin(async move {
                 let r = async {
                     let req: HeartbeatRequest = from_bytes(payload)?;
+                    this.check(&c, Operation::Read, Resource::group(&req.group))?;
                     this.groups.heartbeat(req).await?;
                     Ok(Empty)
                 };
                 vec![frame_of(r.await)]
             })),
             ApiKey::LeaveGroup => Some(ready(frame_of(
-                from_bytes::<LeaveGroupRequest>(payload)
-                    .map_err(Failure::from)
-                    .and_then(|req| Ok(self.groups.leave(req).map(|()| Empty)?)),
+                from_bytes::<LeaveGroupRequest>(payload).map_err(Failure::from).and_then(|req| {
+                    self.check(&c, Operation::Read, Resource::group(&req.group))?;
+                    Ok(self.groups.leave(req).map(|()| Empty)?)
+                }),
             ))),
             ApiKey::OffsetCommit => Some(Box::pin(async move {
                 let r = async {
                     let req: OffsetCommitRequest = from_bytes(payload)?;
+                    this.check(&c, Operation::Read, Resource::group(&req.group))?;
+                    let topics: std::collections::BTreeSet<&str> = req.offsets.iter().map(|o| o.topic.as_str()).collect();
+                    for topic in topics {
+                        this.check(&c, Operation::Read, Resource::topic(topic))?;
+                    }
                     this.groups.commit(req).await?;
                     Ok(Empty)
                 };
                 vec![frame_of(r.await)]
             })),
             ApiKey::OffsetFetch => Some(ready(frame_of(
-                from_bytes::<OffsetFetchRequest>(payload)
-                    .map_err(Failure::from)
-                    .map(|req| self.groups.fetch_offsets(req)),
+                from_bytes::<OffsetFetchRequest>(payload).map_err(Failure::from).and_then(|req| {
+                    self.check(&c, Operation::Describe, Resource::group(&req.group))?;
+                    let mut resp = self.groups.fetch_offsets(req);
+                    resp.offsets.retain(|o| self.may(&c, Operation::Describe, Resource::topic(&o.topic)));
+                    Ok(resp)
+                }),
             ))),
             ApiKey::ListGroups => Some(ready(frame_of(
-                from_bytes::<ListGroupsRequest>(payload).map_err(Failure::from).map(|req| self.groups.list(req)),
+                from_bytes::<ListGroupsRequest>(payload).map_err(Failure::from).map(|req| {
+                    let mut resp = self.groups.list(req);
+                    resp.groups.retain(|g| self.may(&c, Operation::Describe, Resource::group(&g.group)));
+                    resp
+                }),
             ))),
             ApiKey::DescribeGroup => Some(ready(frame_of(
-                from_bytes::<DescribeGroupRequest>(payload)
-                    .map_err(Failure::from)
-                    .and_then(|req| Ok(self.groups.describe(req)?)),
+                from_bytes::<DescribeGroupRequest>(payload).map_err(Failure::from).and_then(|req| {
+                    self.check(&c, Operation::Describe, Resource::group(&req.group))?;
+                    Ok(self.groups.describe(req)?)
+                }),
             ))),
             ApiKey::DeployProcessor => {
-                Some(Box::pin(async move { vec![frame_of(this.deploy_processor(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.deploy_processor(payload, &c).await)] }))
             }
-            ApiKey::ListProcessors => Some(ready(frame_of(self.list_processors(payload)))),
-            ApiKey::DescribeProcessor => Some(ready(frame_of(self.describe_processor(payload)))),
+            ApiKey::ListProcessors => Some(ready(frame_of(self.list_processors(payload, &c)))),
+            ApiKey::DescribeProcessor => Some(ready(frame_of(self.describe_processor(payload, &c)))),
             ApiKey::DeleteProcessor => {
-                Some(Box::pin(async move { vec![frame_of(this.delete_processor(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.delete_processor(payload, &c).await)] }))
             }
             ApiKey::FetchProcessorModule => {
-                Some(Box::pin(async move { vec![frame_of(this.fetch_processor_module(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.fetch_processor_module(payload, &c).await)] }))
             }
             ApiKey::CommitProcessorBatch => {
-                Some(Box::pin(async move { vec![frame_of(this.commit_processor_batch(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.commit_processor_batch(payload, &c).await)] }))
             }
-            ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload).await)] })),
-            ApiKey::StopProcessor => Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload).await)] })),
+            ApiKey::StateScan => Some(Box::pin(async move { vec![frame_of(this.state_scan(payload, &c).await)] })),
+            ApiKey::StopProcessor => {
+                Some(Box::pin(async move { vec![frame_of(this.stop_processor(payload, &c).await)] }))
+            }
             ApiKey::InitProducerId => {
-                Some(Box::pin(async move { vec![frame_of(this.init_producer_id(payload).await)] }))
+                Some(Box::pin(async move { vec![frame_of(this.init_producer_id(payload, &c).await)] }))
             }
+            ApiKey::CreateUser => Some(Box::pin(async move { vec![frame_of(this.create_user(payload, &c).await)] })),
+            ApiKey::DeleteUser => Some(Box::pin(async move { vec![frame_of(this.delete_user(payload, &c).await)] })),
+            ApiKey::ListUsers => Some(ready(frame_of(self.list_users(payload, &c)))),
+            ApiKey::CreateAcls => Some(Box::pin(async move { vec![frame_of(this.create_acls(payload, &c).await)] })),
+            ApiKey::DeleteAcls => Some(Box::pin(async move { vec![frame_of(this.delete_acls(payload, &c).await)] })),
+            ApiKey::ListAcls => Some(ready(frame_of(self.list_acls(payload, &c)))),
             ApiKey::ReplicaFetch => Some(Box::pin(async move {
                 let r = async {
                     let req: ReplicaFetchRequest = from_bytes(payload)?;
+                    this.inter_broker(&c, "ReplicaFetch", Some(req.replica_id))?;
                     Ok(this.replicas.serve_fetch(req, this.shutdown.clone()).await?)
                 };
                 replica_fetch_frame(r.await)
             })),
             ApiKey::RaftAppend | ApiKey::RaftVote | ApiKey::RaftSnapshot => Some(Box::pin(async move {
                 let r = async {
+                    let from = this.inter_broker(&c, &format!("{key:?}"), None)?;
                     let msg: RaftMessage = from_bytes(payload)?;
-                    Ok(this.cluster.serve_raft(key, msg.payload).await?)
+                    Ok(this.cluster.serve_raft(key, msg.payload, from).await?)
                 };
                 vec![frame_of(r.await)]
             })),
             ApiKey::MetadataWrite => Some(Box::pin(async move {
                 let r = async {
+                    this.inter_broker(&c, "MetadataWrite", None)?;
                     let msg: RaftMessage = from_bytes(payload)?;
                     Ok(this.cluster.serve_metadata_write(msg.payload).await?)
                 };
                 vec![frame_of(r.await)]
             })),
             ApiKey::BrokerHeartbeat => Some(ready(frame_of(
-                from_bytes::<BrokerHeartbeatRequest>(payload)
-                    .map_err(Failure::from)
-                    .and_then(|req| Ok(self.cluster.serve_heartbeat(req)?)),
+                from_bytes::<BrokerHeartbeatRequest>(payload).map_err(Failure::from).and_then(|req| {
+                    self.inter_broker(&c, "BrokerHeartbeat", Some(req.broker_id))?;
+                    Ok(self.cluster.serve_heartbeat(req)?)
+                }),
+            ))),
+            // Answered before a principal exists, or by `dispatch` itself.
+            ApiKey::Authenticate | ApiKey::Forward => Some(ready(error_frame(
+                ErrorCode::InvalidRequest,
+                ErrorResponse::message(format!("{key:?} cannot be forwarded or nested")),
             ))),
         }
     }
@@ -344,11 +449,29 @@ impl Handlers {
         }
     }
 
-    async fn produce(self: &Arc<Self>, payload: Bytes) -> Option<PendingResponse> {
+    async fn produce(self: &Arc<Self>, payload: Bytes, caller: &Caller) -> Option<PendingResponse> {
         let req: ProduceRequest = match from_bytes(payload) {
             Ok(r) => r,
             Err(e) => return Some(ready(frame_of::<Empty>(Err(e.into())))),
         };
+        if let Err(f) = self.check(caller, Operation::Write, Resource::topic(&req.topic)) {
+            // Every partition of the request fails alike (acks=0: nobody to tell).
+            if req.acks == Acks::None {
+                return None;
+            }
+            return Some(ready(frame_of(Ok(ProduceResponse {
+                partitions: req
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionProduceResponse {
+                        partition: p.partition,
+                        error_code: f.code as u16,
+                        error_message: f.body.message.clone(),
+                        base_offset: 0,
+                    })
+                    .collect(),
+            }))));
+        }
         let limits = self.batch_limits();
         let mut parts = Vec::with_capacity(req.partitions.len());
         for pb in req.partitions {
@@ -434,8 +557,9 @@ impl Handlers {
         Ok(a.leader_epoch)
     }
 
-    async fn fetch(&self, payload: Bytes) -> Result<FetchResponse, Failure> {
+    async fn fetch(&self, payload: Bytes, caller: &Caller) -> Result<FetchResponse, Failure> {
         let req: FetchRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Read, Resource::topic(&req.topic))?;
         let max_bytes = req.max_bytes.clamp(1, MAX_FRAME_BYTES - 1024) as usize;
         let max_wait = Duration::from_millis(u64::from(req.max_wait_ms.min(MAX_FETCH_WAIT_MS)));
         let (_, partition) = self.replicas.leader_partition(&req.topic, req.partition)?;
@@ -465,8 +589,9 @@ impl Handlers {
         }
     }
 
-    fn list_offsets(&self, payload: Bytes) -> Result<ListOffsetsResponse, Failure> {
+    fn list_offsets(&self, payload: Bytes, caller: &Caller) -> Result<ListOffsetsResponse, Failure> {
         let req: ListOffsetsRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Read, Resource::topic(&req.topic))?;
         let (_, p) = self.replicas.leader_partition(&req.topic, req.partition)?;
         let offset = match req.spec {
             OffsetSpec::Earliest => p.offsets().log_start,
@@ -526,16 +651,20 @@ impl Handlers {
         }
     }
 
-    fn metadata(&self, payload: Bytes) -> Result<MetadataResponse, Failure> {
+    /// Lists only what the caller may describe; a named topic it may not
+    /// describe is refused as if it did not exist (no existence leak).
+    fn metadata(&self, payload: Bytes, caller: &Caller) -> Result<MetadataResponse, Failure> {
         let req: MetadataRequest = from_bytes(payload)?;
         let catalog = self.store.catalog();
+        let visible = |name: &str| self.may(caller, Operation::Describe, Resource::topic(name));
         let topics = match req.topics {
-            None => catalog.values().map(|t| self.topic_metadata(t)).collect(),
+            None => catalog.values().filter(|t| visible(&t.config.name)).map(|t| self.topic_metadata(t)).collect(),
             Some(names) => names
                 .iter()
                 .map(|n| {
                     catalog
                         .get(n)
+                        .filter(|_| visible(n))
                         .map(|t| self.topic_metadata(t))
                         .ok_or_else(|| Failure::from(StoreError::UnknownTopic(n.clone())))
                 })
@@ -549,8 +678,9 @@ impl Handlers {
         Ok(MetadataResponse { brokers, controller: self.cluster.controller().unwrap_or(0), topics })
     }
 
-    async fn init_producer_id(&self, payload: Bytes) -> Result<InitProducerIdResponse, Failure> {
+    async fn init_producer_id(&self, payload: Bytes, caller: &Caller) -> Result<InitProducerIdResponse, Failure> {
         let req: InitProducerIdRequest = from_bytes(payload)?;
+        self.check_any(caller, Operation::Write, ResourceType::Topic)?;
         let output = self.cluster.propose(MetaCommand::AllocateProducerId).await?;
         let producer_id = output.into_producer_id()?;
         debug!(client = %req.client_id, producer_id, "producer id allocated");
@@ -610,8 +740,11 @@ impl Handlers {
         Ok(self.topic_metadata(&topic))
     }
 
-    async fn create_topic(&self, payload: Bytes) -> Result<TopicMetadata, Failure> {
+    async fn create_topic(&self, payload: Bytes, caller: &Caller) -> Result<TopicMetadata, Failure> {
         let req: CreateTopicRequest = from_bytes(payload)?;
+        if !self.may(caller, Operation::Create, Resource::cluster()) {
+            self.check(caller, Operation::Create, Resource::topic(&req.name))?;
+        }
         self.create_topic_replicated(
             req.name,
             req.partitions,
@@ -623,14 +756,16 @@ impl Handlers {
         .await
     }
 
-    async fn delete_topic(&self, payload: Bytes) -> Result<Empty, Failure> {
+    async fn delete_topic(&self, payload: Bytes, caller: &Caller) -> Result<Empty, Failure> {
         let req: DeleteTopicRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Delete, Resource::topic(&req.name))?;
         self.cluster.propose_everywhere(MetaCommand::DeleteTopic { name: req.name }).await?;
         Ok(Empty)
     }
 
-    async fn create_partitions(&self, payload: Bytes) -> Result<TopicMetadata, Failure> {
+    async fn create_partitions(&self, payload: Bytes, caller: &Caller) -> Result<TopicMetadata, Failure> {
         let req: CreatePartitionsRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Alter, Resource::topic(&req.name))?;
         if req.count > MAX_PARTITIONS {
             return Err(Failure::new(
                 ErrorCode::InvalidPartitions,

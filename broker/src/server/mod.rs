@@ -23,6 +23,8 @@ use quinn::{Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::auth::session::AuthState;
+use crate::auth::{identity, Session};
 use handlers::{error_frame, Handlers};
 
 /// Most client connections served at once; more are refused.
@@ -107,7 +109,9 @@ async fn serve_connection(
     done: mpsc::Sender<()>,
 ) {
     let remote = conn.remote_address();
-    debug!(%remote, "connection open");
+    let session = Arc::new(Session::new(remote, identity::principal_of_connection(&conn)));
+    debug!(%remote, principal = ?session.state(), "connection open");
+    tokio::spawn(close_unauthenticated(conn.clone(), session.clone()));
     loop {
         let (send, recv) = tokio::select! {
             s = conn.accept_bi() => match s {
@@ -121,12 +125,36 @@ async fn serve_connection(
         };
         let handlers = handlers.clone();
         let done = done.clone();
+        let session = session.clone();
         tokio::spawn(async move {
-            serve_stream(handlers, send, recv, remote).await;
+            serve_stream(handlers, send, recv, session).await;
             drop(done);
         });
     }
 }
+
+/// Closes a connection that did not authenticate within the auth timeout,
+/// or whose authentication failed (after its answers had a moment to leave).
+async fn close_unauthenticated(conn: quinn::Connection, session: Arc<Session>) {
+    let mut state = session.subscribe();
+    let settled = tokio::select! {
+        s = tokio::time::timeout_at(session.deadline(), state.wait_for(|s| *s != AuthState::Pending)) => s,
+        _ = conn.closed() => return,
+    };
+    let failed = match settled.map(|r| r.map(|s| matches!(*s, AuthState::Failed(_)))) {
+        Ok(Ok(failed)) => failed,
+        Ok(Err(_)) => return,
+        Err(_) => true,
+    };
+    if failed {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        debug!(remote = %session.remote(), "closing an unauthenticated connection");
+        conn.close(VarInt::from_u32(AUTH_FAILED_CLOSE_CODE), b"authentication failed or timed out");
+    }
+}
+
+/// The QUIC close code of a connection closed for failed (or missing) authentication.
+pub const AUTH_FAILED_CLOSE_CODE: u32 = 0x41;
 
 /// Why a frame could not be read from a stream.
 enum ReadFrame {
@@ -168,13 +196,13 @@ async fn read_frame(recv: &mut RecvStream) -> Result<Bytes, ReadFrame> {
 /// Serves one stream: reads requests until the client finishes it, answering
 /// each in order. Requests are read ahead while earlier ones are in flight
 /// (pipelining), up to [`PIPELINE_DEPTH`].
-async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: RecvStream, remote: SocketAddr) {
+async fn serve_stream(handlers: Arc<Handlers>, mut send: SendStream, mut recv: RecvStream, session: Arc<Session>) {
     let (tx, mut rx) = mpsc::channel::<PendingResponse>(PIPELINE_DEPTH);
     let reader = async move {
         loop {
             match read_frame(&mut recv).await {
                 Ok(frame) => {
-                    if let Some(response) = handlers.dispatch(frame, remote).await {
+                    if let Some(response) = handlers.dispatch(frame, &session).await {
                         if tx.send(response).await.is_err() {
                             break;
                         }

@@ -68,6 +68,18 @@ pub enum MetaCommand {
     /// Allocates a fresh nonzero producer id (a counter in `meta`, from 1).
     /// Output: [`MetaOutput::ProducerId`].
     AllocateProducerId,
+    /// Creates a user with a SCRAM credential (`ScramCredential::to_bytes`),
+    /// or replaces an existing user's credential when `replace`. Output: Done.
+    CreateUser { name: String, credential: Vec<u8>, replace: bool },
+    /// Deletes a user. Output: Done.
+    DeleteUser { name: String },
+    /// Adds wire-encoded `Vec<AclRule>`. Output: Done.
+    CreateAcls { rules: Bytes },
+    /// Removes wire-encoded `Vec<AclRule>`. Output: [`MetaOutput::Count`].
+    DeleteAcls { rules: Bytes },
+    /// Creates the cluster's first superuser unless one was created before.
+    /// Output: [`MetaOutput::Flag`] (whether it was created now).
+    BootstrapUser { name: String, credential: Vec<u8> },
 }
 
 /// One conditional assignment change of [`MetaCommand::AlterPartitions`]:
@@ -103,6 +115,8 @@ pub enum MetaOutput {
     ProducerId(u64),
     /// Per change of an AlterPartitions, whether it was applied.
     Altered(Vec<bool>),
+    /// How many things the command changed (rules deleted).
+    Count(u32),
 }
 
 impl MetaOutput {
@@ -147,6 +161,14 @@ impl MetaOutput {
         match self {
             MetaOutput::Altered(a) => Ok(a),
             other => Err(other.mismatch("alter results")),
+        }
+    }
+
+    /// The number of [`MetaOutput::Count`]; InvalidRequest for another variant.
+    pub fn into_count(self) -> Result<u32, StoreError> {
+        match self {
+            MetaOutput::Count(n) => Ok(n),
+            other => Err(other.mismatch("a count")),
         }
     }
 
@@ -208,6 +230,11 @@ pub(crate) fn deployment_of(
     Ok(ProcessorDeployment { description, wasm, initial_offsets })
 }
 
+/// Decodes the rules of CreateAcls / DeleteAcls.
+pub(crate) fn rules_of(rules: Bytes) -> Result<Vec<eddy_protocol::security::AclRule>, StoreError> {
+    from_bytes(rules).map_err(|e| corrupt("rules", e))
+}
+
 /// Decodes a CommitProcessorBatch command's parts.
 pub(crate) fn commit_of(
     name: String,
@@ -225,6 +252,7 @@ pub(crate) fn command_bytes(c: &MetaCommand) -> usize {
     match c {
         MetaCommand::DeployProcessor { description, wasm, .. } => description.len() + wasm.len(),
         MetaCommand::CommitProcessorBatch { state, .. } => state.len(),
+        MetaCommand::CreateAcls { rules } | MetaCommand::DeleteAcls { rules } => rules.len(),
         _ => 0,
     }
 }

@@ -30,6 +30,7 @@ mod command;
 mod epochs;
 pub mod processors;
 mod producers;
+pub mod security;
 mod snapshot;
 mod writer;
 
@@ -48,6 +49,7 @@ pub use command::{ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
 use eddy_protocol::processors::ProcessorDescription;
 use eddy_protocol::ErrorCode;
 pub use processors::{OffsetEntry, ProcessorCommit, ProcessorDeployment, ProcessorMap, StateEntries};
+pub use security::SecurityState;
 pub use producers::{MAX_PRODUCERS_PER_PARTITION, PRODUCER_BATCHES, PRODUCER_REBUILD_BATCHES};
 
 /// Topic name -> JSON TopicConfig.
@@ -137,6 +139,12 @@ pub enum StoreError {
     /// The processor exists, but `version` is not its current version.
     #[error("processor '{name}' is at version {current}, not {version}; use the current version")]
     ProcessorVersion { name: String, current: u32, version: u32 },
+    /// No user of that name.
+    #[error("no user named '{0}'")]
+    UnknownUser(String),
+    /// A user of that name exists already.
+    #[error("user '{0}' exists already; use `eddy user passwd` to change its password")]
+    UserExists(String),
     /// A processor deployment was refused; the message says why.
     #[error("{0}")]
     InvalidProcessor(String),
@@ -164,6 +172,8 @@ impl StoreError {
             StoreError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
             StoreError::UnknownProcessor(_) | StoreError::ProcessorVersion { .. } => ErrorCode::UnknownProcessor,
             StoreError::InvalidProcessor(_) => ErrorCode::InvalidProcessor,
+            StoreError::UnknownUser(_) => ErrorCode::UnknownUser,
+            StoreError::UserExists(_) => ErrorCode::UserAlreadyExists,
             StoreError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             StoreError::Storage(_) => ErrorCode::StorageError,
             StoreError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -223,6 +233,7 @@ pub struct Store {
     catalog: Arc<RwLock<Arc<Catalog>>>,
     offsets: Arc<RwLock<AllGroupOffsets>>,
     processors: Arc<RwLock<ProcessorMap>>,
+    security: Arc<RwLock<Arc<SecurityState>>>,
     jobs: mpsc::Sender<Job>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -248,22 +259,41 @@ impl Store {
         let catalog = Arc::new(RwLock::new(Arc::new(state.build_catalog(&Catalog::new()))));
         let offsets = Arc::new(RwLock::new(writer::load_group_offsets(&db)?));
         let processors = Arc::new(RwLock::new(processors::load(&db)?));
+        let security = Arc::new(RwLock::new(security::load(&db)?));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_JOBS);
         let handle = {
-            let shared =
-                writer::Shared { catalog: catalog.clone(), offsets: offsets.clone(), processors: processors.clone() };
+            let shared = writer::Shared {
+                catalog: catalog.clone(),
+                offsets: offsets.clone(),
+                processors: processors.clone(),
+                security: security.clone(),
+            };
             let db = db.clone();
             std::thread::Builder::new()
                 .name("eddy-store-writer".into())
                 .spawn(move || writer::run(db, state, shared, rx, durability))
                 .map_err(|e| StoreError::Storage(format!("cannot start writer thread: {e}")))?
         };
-        Ok(Self { db, broker_id, catalog, offsets, processors, jobs: tx, writer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self {
+            db,
+            broker_id,
+            catalog,
+            offsets,
+            processors,
+            security,
+            jobs: tx,
+            writer: std::sync::Mutex::new(Some(handle)),
+        })
     }
 
     /// This broker's id, as configured.
     pub fn broker_id(&self) -> u32 {
         self.broker_id
+    }
+
+    /// The committed users and access rules now.
+    pub fn security(&self) -> Arc<SecurityState> {
+        self.security.read().expect("security lock poisoned").clone()
     }
 
     /// The committed catalog now.
@@ -708,6 +738,6 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod cluster_tests;
 #[cfg(test)]
-mod processor_tests;
+pub(crate) mod processor_tests;
 #[cfg(test)]
 pub(crate) mod tests;

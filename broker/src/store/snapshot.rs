@@ -24,7 +24,14 @@
 //! processor_stats  u64 count, then: String name, 6 x u64
 //! processor_modules u64 count, then: String name, u32 version, u32 chunk, Bytes
 //! processor_state  u64 count, then: String name, u32 partition, Bytes key, Bytes value
+//! users            u64 count, then: String name, Bytes credential
+//! acls             u64 count, then: Bytes wire-encoded rule
+//! bootstrapped     bool (the first superuser was created)
 //! ```
+//!
+//! Snapshots with magic "EDDYSNP1" (before users and rules existed) end
+//! after `processor_state` and are read with no users, no rules and
+//! `bootstrapped` false.
 //!
 //! Rows are written in table key order, so two stores with the same
 //! replicated state give byte-identical snapshots.
@@ -37,7 +44,9 @@ use super::catalog::TopicConfig;
 use super::processors::{self, ProcessorMap, PROCESSORS, PROCESSOR_MODULES, PROCESSOR_STATE, PROCESSOR_STATS};
 use super::{AllGroupOffsets, StoreError, GROUP_OFFSETS, META, RAFT_APPLIED, TOPICS};
 
-const MAGIC: &[u8; 8] = b"EDDYSNP1";
+const MAGIC: &[u8; 8] = b"EDDYSNP2";
+/// The layout without users and rules.
+const MAGIC_V1: &[u8; 8] = b"EDDYSNP1";
 
 /// The six processor counters as stored.
 pub(crate) type Stats = (u64, u64, u64, u64, u64, u64);
@@ -59,6 +68,11 @@ pub(crate) struct Snapshot {
     pub(crate) processor_modules: Vec<(String, u32, u32, Bytes)>,
     /// (name, partition, key, value)
     pub(crate) processor_state: Vec<(String, u32, Bytes, Bytes)>,
+    /// (name, encoded credential)
+    pub(crate) users: Vec<(String, Bytes)>,
+    /// Wire-encoded rules.
+    pub(crate) acls: Vec<Bytes>,
+    pub(crate) security_bootstrapped: bool,
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -81,6 +95,7 @@ impl Snapshot {
         let mut snap = Snapshot {
             next_topic_id: counter("next_topic_id")?,
             next_producer_id: counter("next_producer_id")?,
+            security_bootstrapped: meta.get(super::security::BOOTSTRAPPED)?.is_some_and(|v| v.value() != 0),
             applied: mark("applied")?,
             membership: mark("membership")?,
             ..Snapshot::default()
@@ -116,6 +131,7 @@ impl Snapshot {
             let (name, partition, k) = key.value();
             snap.processor_state.push((name.into(), partition, copy(k), copy(value.value())));
         }
+        (snap.users, snap.acls) = super::security::read_rows(&txn)?;
         Ok(snap)
     }
 
@@ -154,13 +170,23 @@ impl Snapshot {
         for (name, partition, key, value) in &self.processor_state {
             enc.put(name).put(partition).put(key).put(value);
         }
+        enc.put(&(self.users.len() as u64));
+        for (name, credential) in &self.users {
+            enc.put(name).put(credential);
+        }
+        enc.put(&(self.acls.len() as u64));
+        for rule in &self.acls {
+            enc.put(rule);
+        }
+        enc.put(&self.security_bootstrapped);
         Ok(enc.finish().freeze())
     }
 
     /// Decodes and checks a snapshot; InvalidRequest says what is wrong.
     pub(crate) fn decode(data: Bytes) -> Result<Self, StoreError> {
         let bad = |e: DecodeError| StoreError::InvalidRequest(format!("corrupt snapshot: {e}"));
-        if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
+        let v1 = data.len() >= MAGIC.len() && &data[..MAGIC.len()] == MAGIC_V1;
+        if !v1 && (data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC) {
             return Err(StoreError::InvalidRequest("not an Eddy snapshot (bad magic)".into()));
         }
         let mut dec = Decoder::new(data.slice(MAGIC.len()..));
@@ -212,6 +238,15 @@ impl Snapshot {
                 dec.get().map_err(bad)?,
                 dec.get().map_err(bad)?,
             ));
+        }
+        if !v1 {
+            for _ in 0..count(&mut dec).map_err(bad)? {
+                snap.users.push((dec.get().map_err(bad)?, dec.get().map_err(bad)?));
+            }
+            for _ in 0..count(&mut dec).map_err(bad)? {
+                snap.acls.push(dec.get().map_err(bad)?);
+            }
+            snap.security_bootstrapped = dec.get().map_err(bad)?;
         }
         dec.finish().map_err(bad)?;
         snap.processor_map()?;

@@ -35,9 +35,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use super::catalog::LogOffsets;
-use super::command::{commit_of, deployment_of, ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
+use super::command::{commit_of, deployment_of, rules_of, ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
 use super::epochs::EpochCache;
 use super::processors::{self, ProcessorMap};
+use super::security;
 use super::producers::{self, ProducerBatch, Producers, SequenceCheck, PRODUCER_BATCHES, PRODUCER_REBUILD_BATCHES};
 use super::snapshot::Snapshot;
 use super::{
@@ -52,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) catalog: Arc<RwLock<Arc<Catalog>>>,
     pub(crate) offsets: Arc<RwLock<AllGroupOffsets>>,
     pub(crate) processors: Arc<RwLock<ProcessorMap>>,
+    pub(crate) security: Arc<RwLock<Arc<super::SecurityState>>>,
 }
 
 /// A change to the shared committed-offsets map, applied after its commit.
@@ -89,9 +91,18 @@ struct Effects {
     /// A snapshot replaced every processor (before `processor_changes`).
     processors_reset: Option<ProcessorMap>,
     processor_changes: ProcessorChanges,
+    /// Users and rules as changed by the round so far (published at its end).
+    security: Option<super::SecurityState>,
 }
 
 impl Effects {
+    /// The round's working copy of users and rules, taken from the shared
+    /// view at first use.
+    fn security(&mut self, shared: &Shared) -> &mut super::SecurityState {
+        self.security
+            .get_or_insert_with(|| (**shared.security.read().expect("security lock poisoned")).clone())
+    }
+
     /// A processor as of this point of the round.
     fn current_processor(&self, shared: &RwLock<ProcessorMap>, name: &str) -> Option<ProcessorDescription> {
         if let Some(changed) = self.processor_changes.get(name) {
@@ -635,6 +646,9 @@ fn publish(state: &WriterState, shared: &Shared, fx: Effects) {
                 }
             }
         }
+    }
+    if let Some(security) = fx.security {
+        *shared.security.write().expect("security lock poisoned") = Arc::new(security);
     }
     if fx.processors_reset.is_some() || !fx.processor_changes.is_empty() {
         let mut map = shared.processors.write().expect("processors lock poisoned");
@@ -1212,6 +1226,38 @@ fn execute(
             }
             Ok(MetaOutput::Flag(set))
         }
+        MetaCommand::CreateUser { name, credential, replace } => {
+            let mut working = fx.security(shared).clone();
+            security::create_user(txn, &mut working, &name, &credential, replace)?;
+            fx.security = Some(working);
+            Ok(MetaOutput::Done)
+        }
+        MetaCommand::DeleteUser { name } => {
+            let mut working = fx.security(shared).clone();
+            security::delete_user(txn, &mut working, &name)?;
+            fx.security = Some(working);
+            Ok(MetaOutput::Done)
+        }
+        MetaCommand::BootstrapUser { name, credential } => {
+            let mut working = fx.security(shared).clone();
+            let created = security::bootstrap_user(txn, &mut working, &name, &credential)?;
+            fx.security = Some(working);
+            Ok(MetaOutput::Flag(created))
+        }
+        MetaCommand::CreateAcls { rules } => {
+            let rules = rules_of(rules)?;
+            let mut working = fx.security(shared).clone();
+            security::create_acls(txn, &mut working, &rules)?;
+            fx.security = Some(working);
+            Ok(MetaOutput::Done)
+        }
+        MetaCommand::DeleteAcls { rules } => {
+            let rules = rules_of(rules)?;
+            let mut working = fx.security(shared).clone();
+            let deleted = security::delete_acls(txn, &mut working, &rules)?;
+            fx.security = Some(working);
+            Ok(MetaOutput::Count(deleted))
+        }
         MetaCommand::AllocateProducerId => {
             let id = state.next_producer_id;
             let next = id
@@ -1372,6 +1418,7 @@ fn install_snapshot(
         table.insert((name.as_str(), *partition, key.as_ref()), value.as_ref())?;
     }
     drop(table);
+    fx.security = Some(security::install(txn, &snap.users, &snap.acls, snap.security_bootstrapped)?);
     let mut table = replace_table(txn, RAFT_APPLIED)?;
     if let Some(applied) = &snap.applied {
         table.insert("applied", applied.as_ref())?;

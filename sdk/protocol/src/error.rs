@@ -77,6 +77,20 @@ pub enum ErrorCode {
     /// A replica's leader epoch is older (or newer) than the partition's:
     /// it must refresh its view of the partition before fetching again.
     FencedLeaderEpoch = 31,
+    /// A request that only brokers may send came from a connection that did
+    /// not prove a broker identity, or names another broker than the one it
+    /// proved (a `replica_id`, `broker_id` or Raft node id that is not its own).
+    ClusterAuthorizationFailed = 32,
+    /// The connection has not authenticated (or its authentication failed):
+    /// wrong password, unknown user, replayed or malformed exchange.
+    AuthenticationFailed = 33,
+    /// The authenticated principal may not perform the operation on the
+    /// resource; the message names both.
+    AuthorizationFailed = 34,
+    /// No user of that name exists.
+    UnknownUser = 35,
+    /// A user of that name exists already.
+    UserAlreadyExists = 36,
 }
 
 impl ErrorCode {
@@ -115,6 +129,11 @@ impl ErrorCode {
             29 => NotController,
             30 => OutOfOrderSequence,
             31 => FencedLeaderEpoch,
+            32 => ClusterAuthorizationFailed,
+            33 => AuthenticationFailed,
+            34 => AuthorizationFailed,
+            35 => UnknownUser,
+            36 => UserAlreadyExists,
             _ => Internal,
         }
     }
@@ -171,6 +190,11 @@ impl ErrorCode {
             NotController => "NOT_CONTROLLER",
             OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
             FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
+            ClusterAuthorizationFailed => "CLUSTER_AUTHORIZATION_FAILED",
+            AuthenticationFailed => "AUTHENTICATION_FAILED",
+            AuthorizationFailed => "AUTHORIZATION_FAILED",
+            UnknownUser => "UNKNOWN_USER",
+            UserAlreadyExists => "USER_ALREADY_EXISTS",
         }
     }
 }

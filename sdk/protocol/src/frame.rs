@@ -43,8 +43,9 @@ pub const REQUEST_HEADER_BYTES: usize = 4;
 pub const RESPONSE_HEADER_BYTES: usize = 2;
 
 /// The requests a broker understands. Numbered by area: 1-9 data, 10-19 admin,
-/// 20-29 groups, 30-39 processors, 40-49 between brokers (replication and the
-/// metadata quorum; clients never send these).
+/// 20-29 groups, 30-39 processors, 40-49 between brokers (replication, the
+/// metadata quorum and forwarding; served only on connections that proved a
+/// broker identity), 50-59 security (authentication, users, ACLs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum ApiKey {
@@ -77,6 +78,14 @@ pub enum ApiKey {
     RaftSnapshot = 43,
     MetadataWrite = 44,
     BrokerHeartbeat = 45,
+    Forward = 46,
+    Authenticate = 50,
+    CreateUser = 51,
+    DeleteUser = 52,
+    ListUsers = 53,
+    CreateAcls = 54,
+    DeleteAcls = 55,
+    ListAcls = 56,
 }
 
 impl ApiKey {
@@ -112,8 +121,23 @@ impl ApiKey {
             43 => Self::RaftSnapshot,
             44 => Self::MetadataWrite,
             45 => Self::BrokerHeartbeat,
+            46 => Self::Forward,
+            50 => Self::Authenticate,
+            51 => Self::CreateUser,
+            52 => Self::DeleteUser,
+            53 => Self::ListUsers,
+            54 => Self::CreateAcls,
+            55 => Self::DeleteAcls,
+            56 => Self::ListAcls,
             _ => return None,
         })
+    }
+}
+
+impl ApiKey {
+    /// Whether only brokers may send this request (keys 40-49).
+    pub fn is_inter_broker(self) -> bool {
+        (40..50).contains(&(self as u16))
     }
 }
 

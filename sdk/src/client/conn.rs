@@ -26,6 +26,8 @@ pub(crate) struct Dialer {
     /// Only addresses of this family are dialled (the endpoint's socket family).
     pub ipv6: bool,
     pub connect_timeout: Duration,
+    /// How each new connection authenticates.
+    pub auth: super::auth::AuthConfig,
 }
 
 /// Why an exchange failed.
@@ -216,7 +218,14 @@ impl BrokerConn {
             match timeout_at(deadline, connecting).await {
                 Ok(Ok(conn)) => {
                     tracing::debug!(%addr, "connected to broker");
-                    return Ok(conn);
+                    match timeout_at(deadline, super::auth::authenticate(&conn, &dialer.auth)).await {
+                        Ok(Ok(())) => return Ok(conn),
+                        Ok(Err(e)) => {
+                            conn.close(0u32.into(), b"authentication failed");
+                            return Err(e);
+                        }
+                        Err(_) => return Err(timed_out()),
+                    }
                 }
                 Ok(Err(e)) => {
                     let err = error::connect_error(broker, &e);

@@ -18,7 +18,10 @@ use eddy_protocol::processors::*;
 use eddy_protocol::ErrorCode;
 use eddy_runtime::{ProcessorLimits, RuntimeError};
 
+use super::access::Caller;
 use super::{Failure, Handlers};
+use crate::auth::authorizer::Resource;
+use eddy_protocol::security::Operation;
 use crate::store::processors::OffsetEntry;
 use crate::store::{MetaCommand, ProcessorCommit, ProcessorDeployment, Store, StoreError};
 
@@ -208,9 +211,18 @@ impl Handlers {
         }
     }
 
-    pub(super) async fn deploy_processor(&self, payload: Bytes) -> Result<ProcessorDescription, Failure> {
+    /// Deploying needs `create` on the processor, `read` on every input and
+    /// `write` on the output: a processor can never be given more rights
+    /// than its deployer has.
+    pub(super) async fn deploy_processor(&self, payload: Bytes, caller: &Caller) -> Result<ProcessorDescription, Failure> {
         let req: DeployProcessorRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Create, Resource::processor(&req.name))?;
+        for input in &req.inputs {
+            self.check(caller, Operation::Read, Resource::topic(input))?;
+        }
+        self.check(caller, Operation::Write, Resource::topic(&req.output))?;
         self.check_deployment(&req)?;
+        tracing::info!(processor = %req.name, deployer = %caller.principal, "deploying a processor");
         let module_id = self.validate_module(&req.name, req.wasm.clone()).await?;
         if req.on_error == ErrorPolicy::DeadLetter {
             self.ensure_topic(dead_letter_topic(&req.output), None).await?;
@@ -236,31 +248,49 @@ impl Handlers {
         Ok(output.into_processor()?)
     }
 
-    pub(super) fn list_processors(&self, payload: Bytes) -> Result<ListProcessorsResponse, Failure> {
+    pub(super) fn list_processors(&self, payload: Bytes, caller: &Caller) -> Result<ListProcessorsResponse, Failure> {
         let ListProcessorsRequest {} = from_bytes(payload)?;
-        Ok(ListProcessorsResponse { processors: self.store.processors() })
+        let mut processors = self.store.processors();
+        processors.retain(|p| self.may(caller, Operation::Describe, Resource::processor(&p.name)));
+        Ok(ListProcessorsResponse { processors })
     }
 
-    pub(super) fn describe_processor(&self, payload: Bytes) -> Result<ProcessorDescription, Failure> {
+    pub(super) fn describe_processor(&self, payload: Bytes, caller: &Caller) -> Result<ProcessorDescription, Failure> {
         let req: DescribeProcessorRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Describe, Resource::processor(&req.name))?;
         Ok(self.store.processor(&req.name)?)
     }
 
-    pub(super) async fn delete_processor(&self, payload: Bytes) -> Result<Empty, Failure> {
+    pub(super) async fn delete_processor(&self, payload: Bytes, caller: &Caller) -> Result<Empty, Failure> {
         let req: DeleteProcessorRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Delete, Resource::processor(&req.name))?;
         self.cluster.propose(MetaCommand::DeleteProcessor { name: req.name }).await?;
         Ok(Empty)
     }
 
-    pub(super) async fn fetch_processor_module(&self, payload: Bytes) -> Result<FetchProcessorModuleResponse, Failure> {
+    pub(super) async fn fetch_processor_module(
+        &self,
+        payload: Bytes,
+        caller: &Caller,
+    ) -> Result<FetchProcessorModuleResponse, Failure> {
         let req: FetchProcessorModuleRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Read, Resource::processor(&req.name))?;
         let wasm = blocking(&self.store, move |store| store.processor_module(&req.name, req.version)).await?;
         Ok(FetchProcessorModuleResponse { wasm })
     }
 
-    pub(super) async fn commit_processor_batch(&self, payload: Bytes) -> Result<Empty, Failure> {
+    /// Needs `write` on the processor (its worker, or a broker); offsets
+    /// only of the processor's own inputs.
+    pub(super) async fn commit_processor_batch(&self, payload: Bytes, caller: &Caller) -> Result<Empty, Failure> {
         let req: CommitProcessorBatchRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Write, Resource::processor(&req.name))?;
         let processor = self.store.processor(&req.name)?;
+        if let Some(o) = req.offsets.iter().find(|o| !processor.inputs.contains(&o.topic)) {
+            return Err(Failure::new(
+                ErrorCode::AuthorizationFailed,
+                format!("processor '{}' may commit offsets of its inputs only, not of topic '{}'", req.name, o.topic),
+            ));
+        }
         let limits = ProcessorLimits::default();
         for p in &req.state {
             for w in &p.writes {
@@ -311,8 +341,9 @@ impl Handlers {
         Ok(Empty)
     }
 
-    pub(super) async fn state_scan(&self, payload: Bytes) -> Result<StateScanResponse, Failure> {
+    pub(super) async fn state_scan(&self, payload: Bytes, caller: &Caller) -> Result<StateScanResponse, Failure> {
         let req: StateScanRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Read, Resource::processor(&req.name))?;
         let max_bytes = req.max_bytes.clamp(1, MAX_STATE_SCAN_BYTES) as usize;
         let (entries, more) = blocking(&self.store, move |store| {
             store.state_scan(&req.name, req.partition, req.after.as_deref(), max_bytes)
@@ -322,8 +353,9 @@ impl Handlers {
         Ok(StateScanResponse { entries, more })
     }
 
-    pub(super) async fn stop_processor(&self, payload: Bytes) -> Result<Empty, Failure> {
+    pub(super) async fn stop_processor(&self, payload: Bytes, caller: &Caller) -> Result<Empty, Failure> {
         let req: StopProcessorRequest = from_bytes(payload)?;
+        self.check(caller, Operation::Alter, Resource::processor(&req.name))?;
         let command = MetaCommand::SetProcessorStatus {
             name: req.name,
             version: req.version,
