@@ -265,12 +265,19 @@ impl Broker {
         let server = tokio::spawn(crate::server::serve(endpoint, handlers, shutdown_rx.clone()));
         let mut background = cluster.spawn(shutdown_rx.clone());
         background.push(replicas.spawn(shutdown_rx.clone()));
-        background.push(tokio::spawn(crate::auth::bootstrap::run(
+        let bootstrap = crate::auth::bootstrap::run(
             BootstrapConfig { data_dir: config.data_dir.clone(), password_file: config.admin_password_file.clone() },
             store.clone(),
             cluster.clone(),
             shutdown_rx.clone(),
-        )));
+        );
+        if multi {
+            background.push(tokio::spawn(bootstrap));
+        } else if tokio::time::timeout(SINGLE_NODE_READY_TIMEOUT, bootstrap).await.is_err() {
+            // A broker alone creates its superuser before it announces itself,
+            // so that clients reading the password file can log in at once.
+            warn!("the superuser could not be created yet");
+        }
         let retention = tokio::spawn(retention_loop(store.clone(), config.retention_check_interval, shutdown_rx));
         if !multi {
             // A broker alone elects itself at once: be ready before announcing.

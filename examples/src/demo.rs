@@ -41,13 +41,15 @@ async fn main() -> anyhow::Result<()> {
         Some(addr) => {
             let ca = flag("--ca").context("--broker needs --ca FILE (the broker's <data-dir>/tls/ca.pem)")?;
             println!("[1/6] using the Eddy cluster at {addr} (its workers run the processors)");
-            (None, ClientConfig::new(addr).ca_file(ca))
+            (None, ClientConfig::new(addr).ca_file(ca).with_local_credentials())
         }
         None => {
             let mut config = BrokerConfig::new(tempdir.path());
             config.listen = "127.0.0.1:0".parse()?;
             let broker = Broker::start(config).await.context("starting the embedded broker")?;
-            let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path());
+            let client = ClientConfig::new(broker.local_addr().to_string())
+                .ca_file(broker.ca_path())
+                .client_cert(broker.certificate().0, broker.certificate().1);
             let mut worker_config = WorkerConfig::new(client.clone());
             worker_config.worker_id = "demo".into();
             let worker =

@@ -76,6 +76,11 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// Most bootstrap addresses in `ClientConfig::broker`.
 const MAX_BOOTSTRAP: usize = 64;
 
+/// The superuser a new cluster gets.
+pub const LOCAL_SUPERUSER: &str = "admin";
+/// The file a broker writes its first superuser's password to.
+pub const LOCAL_PASSWORD_FILE: &str = "admin.password";
+
 /// Where and how to reach a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -132,6 +137,31 @@ impl ClientConfig {
     /// Presents the client certificate `cert` with its key `key` (PEM files).
     pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Local convenience: when neither credentials nor a client certificate
+    /// are set, uses the superuser `admin` with the password a broker wrote
+    /// next to its CA (`<data-dir>/admin.password`, found in the CA file's
+    /// directory or the one above it: `<data-dir>/tls/ca.pem`), if such a
+    /// file exists and can be read. This is how `eddy dev` and a single
+    /// `eddy broker` work without flags: only whoever may read the broker's
+    /// password file (mode 0600) gets in.
+    pub fn with_local_credentials(mut self) -> Self {
+        if self.credentials.is_some() || self.client_cert.is_some() {
+            return self;
+        }
+        let Some(ca) = &self.ca_file else { return self };
+        let dirs = ca.parent().into_iter().chain(ca.parent().and_then(std::path::Path::parent));
+        for dir in dirs {
+            let file = dir.join(LOCAL_PASSWORD_FILE);
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                if let Some(password) = text.lines().next().filter(|p| !p.is_empty()) {
+                    self.credentials = Some(Credentials::new(LOCAL_SUPERUSER, password));
+                    break;
+                }
+            }
+        }
         self
     }
 

@@ -188,8 +188,10 @@ impl BrokerProcess {
     }
 
     /// A client configuration for this broker.
+    /// (As the broker's superuser `admin`, whose password file is in the
+    /// data directory.)
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.addr.to_string()).ca_file(self.ca())
+        ClientConfig::new(self.addr.to_string()).ca_file(self.ca()).with_local_credentials()
     }
 
     /// A connected client.
@@ -447,6 +449,10 @@ impl ClusterProcess {
         if !out.status.success() {
             bail!("eddy ca create failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // One superuser password for the whole cluster, next to the CA
+        // directory, where clients of the harness (and the CLI) find it.
+        let password_file = tempdir.path().join("admin.password");
+        std::fs::write(&password_file, "cluster-test-password\n")?;
         let ports = free_udp_ports(n)?;
         let peers: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1)).collect();
         let peers = peers.join(",");
@@ -462,6 +468,8 @@ impl ClusterProcess {
                 ca_dir.join("ca.pem").to_string_lossy().into_owned(),
                 "--tls-ca-key".into(),
                 ca_dir.join("ca.key").to_string_lossy().into_owned(),
+                "--admin-password-file".into(),
+                password_file.to_string_lossy().into_owned(),
             ];
             args.extend(extra_args.iter().map(|s| s.to_string()));
             let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -498,8 +506,10 @@ impl ClusterProcess {
     }
 
     /// A client configuration bootstrapping from every broker.
+    /// (As the superuser `admin`: every broker was given the password file
+    /// next to the CA directory.)
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.bootstrap()).ca_file(self.ca())
+        ClientConfig::new(self.bootstrap()).ca_file(self.ca()).with_local_credentials()
     }
 
     /// A connected client.
@@ -512,8 +522,8 @@ impl ClusterProcess {
         let deadline = Deadline::after(limit);
         loop {
             for b in self.brokers.iter().filter(|b| b.is_running()) {
-                let Ok(client) = Client::connect(ClientConfig::new(b.addr().to_string()).ca_file(self.ca())).await
-                else {
+                let config = ClientConfig::new(b.addr().to_string()).ca_file(self.ca()).with_local_credentials();
+                let Ok(client) = Client::connect(config).await else {
                     continue;
                 };
                 let req = eddy_protocol::messages::MetadataRequest { topics: Some(vec![]) };

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::Args;
 use eddy_sdk::{Client, ClientConfig};
 
-/// `--broker` and `--ca`, with defaults that reach a local `eddy dev`.
+/// `--broker`, `--ca` and the credentials, with defaults that reach a
+/// local `eddy dev`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// Broker address, host:port.
@@ -15,6 +16,38 @@ pub struct ClientArgs {
     /// CA certificate to verify the broker with (default: the `eddy dev` CA).
     #[arg(long, env = "EDDY_CA", global = true)]
     pub ca: Option<PathBuf>,
+    /// User to authenticate as (SCRAM-SHA-256); the password comes from
+    /// EDDY_PASSWORD or --password-file. Default: the broker's `admin` with
+    /// the password file next to the CA (`eddy dev`, a single `eddy broker`).
+    #[arg(long, env = "EDDY_USER", global = true)]
+    pub user: Option<String>,
+    /// File holding the password of --user (first line).
+    #[arg(long, env = "EDDY_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Client certificate (PEM, from `eddy ca issue-client`) to authenticate
+    /// with instead of a password; with --client-key.
+    #[arg(long, env = "EDDY_CLIENT_CERT", requires = "client_key", global = true)]
+    pub client_cert: Option<PathBuf>,
+    /// Key of --client-cert.
+    #[arg(long, env = "EDDY_CLIENT_KEY", requires = "client_cert", global = true)]
+    pub client_key: Option<PathBuf>,
+}
+
+/// The password of `--user`: `EDDY_PASSWORD`, else the first line of `--password-file`.
+fn password(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("EDDY_PASSWORD") {
+        if !p.is_empty() {
+            return Ok(p);
+        }
+    }
+    let Some(file) = &args.password_file else {
+        anyhow::bail!("--user {user} needs a password: set EDDY_PASSWORD or pass --password-file FILE");
+    };
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading the password file {}", file.display()))?;
+    match text.lines().next() {
+        Some(p) if !p.is_empty() => Ok(p.to_string()),
+        _ => anyhow::bail!("the password file {} is empty", file.display()),
+    }
 }
 
 /// Where `eddy dev` keeps its data unless told otherwise.
@@ -46,7 +79,25 @@ impl ClientArgs {
                 dev_ca
             }
         };
-        Ok(ClientConfig::new(self.broker.clone()).ca_file(ca))
+        let mut config = ClientConfig::new(self.broker.clone()).ca_file(ca);
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            config = config.client_cert(cert, key);
+        }
+        match &self.user {
+            Some(user) => Ok(config.credentials(user.clone(), password(self, user)?)),
+            None => {
+                let config = config.with_local_credentials();
+                if config.credentials.is_none() && config.client_cert.is_none() {
+                    let dev = dev_data_dir().join("admin.password");
+                    if let Ok(text) = std::fs::read_to_string(&dev) {
+                        if let Some(p) = text.lines().next().filter(|p| !p.is_empty()) {
+                            return Ok(config.credentials("admin", p));
+                        }
+                    }
+                }
+                Ok(config)
+            }
+        }
     }
 
     /// Connects to the broker.

@@ -92,11 +92,21 @@ struct ServeArgs {
     /// soon their partitions move to other workers if this process dies.
     #[arg(long, default_value_t = 10_000)]
     processor_session_timeout_ms: u64,
+    /// Users that may do anything, comma-separated (brokers always may).
+    #[arg(long, value_delimiter = ',', default_value = "admin")]
+    superusers: Vec<String>,
+    /// On a new cluster's first start: the password of the superuser `admin`
+    /// (first line of the file). Default: a random one written to
+    /// <data-dir>/admin.password (mode 0600) and named in the log.
+    #[arg(long)]
+    admin_password_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
     fn config(&self, data_dir: PathBuf) -> anyhow::Result<BrokerConfig> {
         let mut config = BrokerConfig::new(data_dir);
+        config.superusers = self.superusers.clone();
+        config.admin_password_file = self.admin_password_file.clone();
         config.peers = parse_peers(&self.peers)?;
         config.tls_ca = self.tls_ca_cert.clone().zip(self.tls_ca_key.clone());
         config.tls_peer_ca = self.tls_peer_ca.clone();
@@ -168,7 +178,9 @@ async fn serve(config: BrokerConfig, args: &ServeArgs) -> anyhow::Result<()> {
     } else {
         // The embedded worker talks to this broker over QUIC like any other
         // worker, and shares its compiled-module cache.
-        let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path());
+        // It proves this broker's identity with the broker's certificate.
+        let (cert, key) = broker.certificate();
+        let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path()).client_cert(cert, key);
         let mut worker_config = WorkerConfig::new(client);
         worker_config.worker_id = format!("broker-{}", config.broker_id);
         worker_config.session_timeout = Duration::from_millis(args.processor_session_timeout_ms);

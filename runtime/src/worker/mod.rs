@@ -118,6 +118,10 @@ struct MemberHandle {
 struct RunningProcessor {
     desc: ProcessorDescription,
     module: Arc<Module>,
+    /// Connections acting as this processor (`Processor:<name>`): the broker
+    /// lets its members read its inputs, write its outputs and commit its
+    /// state, and nothing else.
+    client: Client,
     members: Vec<MemberHandle>,
     /// Members that failed, with when they may start again.
     restarts: Vec<(usize, Instant)>,
@@ -190,20 +194,34 @@ impl Supervisor {
         let Some(client) = self.client.clone() else { return };
         for (name, desc) in wanted {
             if let Some(running) = self.running.get_mut(&name) {
-                running.supervise(&client, &self.config);
+                let own = running.client.clone();
+                running.supervise(&own, &self.config);
                 continue;
             }
             let key = (name.clone(), desc.version);
             if load_failures.get(&key).is_some_and(|retry| Instant::now() < *retry) {
                 continue;
             }
-            match self.load(&client, &desc).await {
-                Ok(module) => {
+            let loaded = match self.load(&client, &desc).await {
+                Ok(module) => Client::connect(self.config.client.clone().act_as_processor(name.clone()))
+                    .await
+                    .map(|own| (module, own))
+                    .map_err(WorkerError::from),
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok((module, own)) => {
                     load_failures.remove(&key);
-                    let mut running =
-                        RunningProcessor { desc, module, members: Vec::new(), restarts: Vec::new(), halted: false };
+                    let mut running = RunningProcessor {
+                        desc,
+                        module,
+                        client: own.clone(),
+                        members: Vec::new(),
+                        restarts: Vec::new(),
+                        halted: false,
+                    };
                     for index in 0..running.desc.parallelism.max(1) as usize {
-                        running.spawn(index, &client, &self.config);
+                        running.spawn(index, &own, &self.config);
                     }
                     tracing::info!(processor = %name, version = running.desc.version, members = running.members.len(), "processor started");
                     self.running.insert(name, running);

@@ -46,14 +46,21 @@ async fn env() -> Env {
         max_batch_bytes: 1 << 20,
         max_record_bytes: 1 << 20,
     };
-    let handlers = Arc::new(Handlers::new(store.clone(), groups, runtime, replicas, config, rx));
+    let auth = crate::server::handlers::AuthContext {
+        authorizer: crate::auth::Authorizer::new(["admin".to_string()]),
+        denials: Default::default(),
+        fake_salt_key: b"test".to_vec(),
+    };
+    let handlers = Arc::new(Handlers::new(store.clone(), groups, runtime, replicas, config, auth, rx));
     Env { _dir: dir, _shutdown: shutdown, store, handlers }
 }
 
 /// Sends one raw request body; returns the error code and the response payload.
 async fn raw(h: &Arc<Handlers>, key: ApiKey, payload: &[u8]) -> (u16, Bytes) {
     let frame = request_frame(key, payload).slice(LENGTH_BYTES..);
-    let pending = h.dispatch(frame, "127.0.0.1:1".parse().unwrap()).await.expect("every request gets a response");
+    // As a broker: these tests are about the requests, not about rights.
+    let session = Arc::new(crate::auth::Session::new("127.0.0.1:1".parse().unwrap(), Some(crate::auth::Principal::Broker(1))));
+    let pending = h.dispatch(frame, &session).await.expect("every request gets a response");
     let response: Vec<u8> = pending.await.concat();
     split_response(Bytes::from(response).slice(LENGTH_BYTES..)).unwrap()
 }

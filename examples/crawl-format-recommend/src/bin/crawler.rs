@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     config.fetch_timeout = Duration::from_secs(args.fetch_timeout_secs);
     config.max_feed_bytes = args.max_feed_bytes;
 
-    let client = Client::connect(ClientConfig::new(args.broker.clone()).ca_file(args.ca.clone()))
+    let client = Client::connect(ClientConfig::new(args.broker.clone()).ca_file(args.ca.clone()).with_local_credentials())
         .await
         .with_context(|| format!("connecting to {}", args.broker))?;
     let mut crawler = Crawler::start(client, config).await?;

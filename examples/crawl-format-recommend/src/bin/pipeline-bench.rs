@@ -143,7 +143,7 @@ fn write_feeds(dir: &std::path::Path, articles: usize, feeds: usize, vocab: &[St
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("EDDY_LOG").unwrap_or_else(|_| "warn".into())).init();
     let args = Args::parse();
-    let client = Client::connect(ClientConfig::new(args.broker.clone()).ca_file(&args.ca))
+    let client = Client::connect(ClientConfig::new(args.broker.clone()).ca_file(&args.ca).with_local_credentials())
         .await
         .with_context(|| format!("connecting to {}", args.broker))?;
     let admin = Admin::new(client.clone());
