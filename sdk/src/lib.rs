@@ -38,6 +38,7 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod processors;
+pub mod security;
 pub mod producer;
 
 #[cfg(test)]
@@ -55,6 +56,7 @@ pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
 pub use processors::Processors;
+pub use security::Security;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 
 #[cfg(test)]

@@ -2,14 +2,16 @@
 //!
 //! A connection that presented a client certificate of the cluster CA with an
 //! Eddy identity starts authenticated as that principal. Any other starts
-//! pending: its first request must be an Authenticate exchange (SCRAM), and
-//! every other request waits (at most [`AUTH_TIMEOUT`] from the connection's
-//! start) until the exchange ends, so a client may pipeline its first
+//! pending: its first request must be an Authenticate exchange (SCRAM). A
+//! request that arrives before any exchange began is refused at once; once
+//! one began, every other request waits (at most [`AUTH_TIMEOUT`] from the
+//! connection's start) until it ends, so a client may pipeline its first
 //! request behind the exchange's last step. A failed exchange fails the
 //! connection for good: every waiting and later request is refused with
 //! AUTHENTICATION_FAILED and the server closes it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +47,8 @@ pub struct Session {
     started: Instant,
     state: watch::Sender<AuthState>,
     scram: Mutex<Option<PendingScram>>,
+    /// An exchange began (set before its first answer leaves, never cleared).
+    exchanging: AtomicBool,
 }
 
 impl Session {
@@ -55,7 +59,13 @@ impl Session {
             Some(p) => AuthState::Authenticated(Arc::new(p)),
             None => AuthState::Pending,
         };
-        Self { remote, started: Instant::now(), state: watch::Sender::new(state), scram: Mutex::new(None) }
+        Self {
+            remote,
+            started: Instant::now(),
+            state: watch::Sender::new(state),
+            scram: Mutex::new(None),
+            exchanging: AtomicBool::new(false),
+        }
     }
 
     /// The peer's address.
@@ -82,6 +92,11 @@ impl Session {
     /// Waits until the connection is authenticated (or failed, or past its
     /// deadline): the principal, or why there is none.
     pub async fn principal(&self) -> Result<Arc<Principal>, String> {
+        if *self.state.borrow() == AuthState::Pending && !self.exchanging.load(Ordering::Acquire) {
+            return Err("this connection has not authenticated: send an Authenticate request (SCRAM-SHA-256) first, \
+                        or connect with a client certificate of the cluster CA"
+                .into());
+        }
         let mut rx = self.state.subscribe();
         let settled = tokio::time::timeout_at(self.deadline(), rx.wait_for(|s| *s != AuthState::Pending)).await;
         match settled {
@@ -108,6 +123,7 @@ impl Session {
             return false;
         }
         *slot = Some(pending);
+        self.exchanging.store(true, Ordering::Release);
         true
     }
 
@@ -144,8 +160,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_before_any_exchange_is_refused_at_once() {
+        let s = Session::new(addr(), None);
+        assert!(s.principal().await.unwrap_err().contains("not authenticated"));
+    }
+
+    fn begin(s: &Session) {
+        let step = eddy_protocol::scram::ScramServer::handle_client_first("n,,n=a,r=abc").unwrap();
+        let (waiting, _) = step.server_first(None, b"k");
+        assert!(s.begin_scram(PendingScram { waiting }));
+    }
+
+    #[tokio::test]
     async fn waiting_requests_go_on_when_the_exchange_ends() {
         let s = Arc::new(Session::new(addr(), None));
+        begin(&s);
         let waiter = tokio::spawn({
             let s = s.clone();
             async move { s.principal().await }
@@ -163,8 +192,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_silent_connection_times_out() {
+    async fn an_unfinished_exchange_times_out() {
         let s = Session::new(addr(), None);
+        begin(&s);
         let err = s.principal().await.unwrap_err();
         assert!(err.contains("did not authenticate"), "{err}");
     }

@@ -11,6 +11,7 @@ mod log;
 mod processor;
 mod produce;
 mod runtime;
+mod security;
 mod serve;
 mod topic;
 
@@ -32,7 +33,7 @@ enum Command {
     Broker(serve::BrokerArgs),
     /// Run a single-node broker with development defaults.
     Dev(serve::DevArgs),
-    /// Create the certificate authority of a cluster.
+    /// Create the certificate authority of a cluster; issue broker and client certificates.
     #[command(subcommand)]
     Ca(ca::CaCommand),
     /// Create, list, describe, alter and delete topics.
@@ -50,6 +51,12 @@ enum Command {
     Processor(processor::ProcessorCommand),
     /// Run a standalone processor worker that joins the processors' groups on a broker.
     Runtime(runtime::RuntimeArgs),
+    /// Create, list and delete users, and change their passwords.
+    #[command(subcommand)]
+    User(security::UserCommand),
+    /// Add, remove and list access-control rules.
+    #[command(subcommand)]
+    Acl(security::AclCommand),
     /// Inspect a stopped broker's partition logs.
     #[command(subcommand)]
     Log(log::LogCommand),
@@ -79,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce::run(args).await,
         Command::Consume(args) => consume::run(args).await,
         Command::Group(cmd) => group::run(cmd).await,
+        Command::User(cmd) => security::run_user(cmd).await,
+        Command::Acl(cmd) => security::run_acl(cmd).await,
         Command::Processor(cmd) => processor::run(cmd).await,
         Command::Runtime(args) => runtime::run(args).await,
         Command::Log(cmd) => log::run(cmd).await,

@@ -123,7 +123,7 @@ pub(crate) async fn authenticate(conn: &quinn::Connection, auth: &AuthConfig) ->
             Err(e) => Err(e.to_string()),
         };
         if let Err(why) = verified {
-            tracing::warn!(error = %why, "broker authentication failed; closing the connection");
+            tracing::debug!(error = %why, "broker authentication failed; closing the connection");
             conn.close(0x41u32.into(), b"authentication failed");
         }
     });

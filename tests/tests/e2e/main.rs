@@ -13,6 +13,7 @@ mod pipeline_reference;
 mod processor_cli;
 mod processors;
 mod roundtrip;
+mod security;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
