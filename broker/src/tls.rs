@@ -321,8 +321,7 @@ pub fn issue_broker_files(
 /// refusing to overwrite. The certificate carries `eddy:user:<name>` and is
 /// good for client authentication only. Returns the certificate's path.
 pub fn issue_client_files(ca_cert: &Path, ca_key: &Path, name: &str, out: &Path) -> Result<PathBuf, TlsError> {
-    eddy_protocol::security::validate_user_name(name)
-        .map_err(|reason| TlsError::Pem { path: out.into(), reason })?;
+    eddy_protocol::security::validate_user_name(name).map_err(|reason| TlsError::Pem { path: out.into(), reason })?;
     let issuer = issuer_of(ca_cert, ca_key)?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.subject_alt_names.push(uri(crate::auth::identity::user_uri(name))?);
@@ -356,7 +355,8 @@ fn write_new_files(out: &Path, stem: &str, cert: &str, key: &str, ca_cert: &Path
 /// The CA certificates of a PEM file, as a root store.
 pub fn root_store(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| TlsError::Pem { path: ca.into(), reason: e.to_string() })?;
+    let certs =
+        CertificateDer::pem_file_iter(ca).map_err(|e| TlsError::Pem { path: ca.into(), reason: e.to_string() })?;
     for cert in certs {
         let cert = cert.map_err(|e| TlsError::Pem { path: ca.into(), reason: e.to_string() })?;
         roots.add(cert)?;

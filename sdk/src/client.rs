@@ -447,12 +447,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 bootstrap: bootstrap.clone(),
-                dialer: Dialer {
-                    endpoint,
-                    ipv6,
-                    connect_timeout,
-                    auth,
-                },
+                dialer: Dialer { endpoint, ipv6, connect_timeout, auth },
                 conns: Mutex::new(HashMap::new()),
                 preferred: Mutex::new(None),
                 metadata: Mutex::new(MetadataCache::default()),

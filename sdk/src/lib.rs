@@ -38,8 +38,8 @@ pub mod consumer;
 pub mod error;
 pub mod group;
 pub mod processors;
-pub mod security;
 pub mod producer;
+pub mod security;
 
 #[cfg(test)]
 mod test_broker;
@@ -56,8 +56,8 @@ pub use eddy_protocol::ErrorCode;
 pub use error::ClientError;
 pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
 pub use processors::Processors;
-pub use security::Security;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use security::Security;
 
 #[cfg(test)]
 mod tests {

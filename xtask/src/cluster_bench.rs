@@ -67,6 +67,9 @@ impl Cluster {
             .arg(self.ca_dir.join("ca.pem"))
             .arg("--tls-ca-key")
             .arg(self.ca_dir.join("ca.key"))
+            // Next to the CA directory, where `eddy bench` finds it.
+            .arg("--admin-password-file")
+            .arg(self.ca_dir.parent().expect("the CA lives in the run directory").join("admin.password"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -82,6 +85,7 @@ impl Cluster {
         if !status.success() {
             bail!("eddy ca create failed");
         }
+        std::fs::write(root.join("admin.password"), "bench-cluster-password\n")?;
         let sockets: Vec<std::net::UdpSocket> =
             (0..3).map(|_| std::net::UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
         let ports: Vec<u16> = sockets.iter().map(|s| s.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;

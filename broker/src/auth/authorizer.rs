@@ -108,7 +108,13 @@ impl Authorizer {
     /// Whether `principal` may do `op` on at least one resource of `kind`
     /// (Kafka's check for requests that name no resource, such as a
     /// producer id for a producer that will write somewhere).
-    pub fn allows_any(&self, principal: &Principal, op: Operation, kind: ResourceType, security: &SecurityState) -> bool {
+    pub fn allows_any(
+        &self,
+        principal: &Principal,
+        op: Operation,
+        kind: ResourceType,
+        security: &SecurityState,
+    ) -> bool {
         match principal {
             Principal::Broker(_) => true,
             Principal::User(name) if self.superusers.contains(name) => true,
@@ -186,9 +192,8 @@ fn processor_allows(d: &ProcessorDescription, op: Operation, resource: Resource<
     match resource.kind {
         ResourceType::Topic => {
             let input = d.inputs.iter().any(|i| i == name);
-            let output = name == d.output
-                || name == dead_letter_topic(&d.output)
-                || name == processor_logs_topic(&d.name);
+            let output =
+                name == d.output || name == dead_letter_topic(&d.output) || name == processor_logs_topic(&d.name);
             match op {
                 Read => input,
                 Write => output,

@@ -73,7 +73,12 @@ fn ours(store: &Store, credential: &[u8]) -> bool {
 
 /// Creates the first superuser if the cluster has none yet; retries until
 /// the metadata quorum answers or the broker shuts down.
-pub async fn run(config: BootstrapConfig, store: Arc<Store>, cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    config: BootstrapConfig,
+    store: Arc<Store>,
+    cluster: Arc<Cluster>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     if store.security().bootstrapped {
         return;
     }
@@ -106,7 +111,8 @@ pub async fn run(config: BootstrapConfig, store: Arc<Store>, cluster: Arc<Cluste
         let command = MetaCommand::BootstrapUser { name: ADMIN_USER.into(), credential: credential.clone() };
         match cluster.propose(command).await.map(|o| o.into_flag()) {
             Ok(Ok(true)) => {
-                let file = if generated { &generated_file } else { config.password_file.as_ref().unwrap_or(&generated_file) };
+                let file =
+                    if generated { &generated_file } else { config.password_file.as_ref().unwrap_or(&generated_file) };
                 info!(user = ADMIN_USER, password_file = %file.display(), "created the cluster's superuser");
                 return;
             }

@@ -62,8 +62,9 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<()> {
             println!("wrote {} (broker {id}) and its key", cert.display());
         }
         CaCommand::IssueClient { name, ca_dir, out } => {
-            let cert = eddy_broker::tls::issue_client_files(&ca_dir.join("ca.pem"), &ca_dir.join("ca.key"), &name, &out)
-                .with_context(|| format!("issuing the certificate of user {name}"))?;
+            let cert =
+                eddy_broker::tls::issue_client_files(&ca_dir.join("ca.pem"), &ca_dir.join("ca.key"), &name, &out)
+                    .with_context(|| format!("issuing the certificate of user {name}"))?;
             println!("wrote {} (user {name}) and its key", cert.display());
         }
     }

@@ -43,7 +43,8 @@ fn password(args: &ClientArgs, user: &str) -> anyhow::Result<String> {
     let Some(file) = &args.password_file else {
         anyhow::bail!("--user {user} needs a password: set EDDY_PASSWORD or pass --password-file FILE");
     };
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading the password file {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading the password file {}", file.display()))?;
     match text.lines().next() {
         Some(p) if !p.is_empty() => Ok(p.to_string()),
         _ => anyhow::bail!("the password file {} is empty", file.display()),

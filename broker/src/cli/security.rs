@@ -9,9 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use eddy_sdk::protocol::security::{
-    AclRule, Operation, PatternType, Permission, ResourceType, CLUSTER_RESOURCE,
-};
+use eddy_sdk::protocol::security::{AclRule, Operation, PatternType, Permission, ResourceType, CLUSTER_RESOURCE};
 use eddy_sdk::Security;
 
 use super::common::ClientArgs;

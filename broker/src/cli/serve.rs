@@ -180,7 +180,8 @@ async fn serve(config: BrokerConfig, args: &ServeArgs) -> anyhow::Result<()> {
         // worker, and shares its compiled-module cache.
         // It proves this broker's identity with the broker's certificate.
         let (cert, key) = broker.certificate();
-        let client = ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path()).client_cert(cert, key);
+        let client =
+            ClientConfig::new(broker.local_addr().to_string()).ca_file(broker.ca_path()).client_cert(cert, key);
         let mut worker_config = WorkerConfig::new(client);
         worker_config.worker_id = format!("broker-{}", config.broker_id);
         worker_config.session_timeout = Duration::from_millis(args.processor_session_timeout_ms);

@@ -213,6 +213,62 @@ struct ReceivingSnapshot {
     received: u64,
 }
 
+/// Whether a snapshot chunk may be handed to openraft (see
+/// [`Cluster::serve_raft`]); records what arrived.
+fn admit_snapshot_chunk(
+    receiving: &mut Option<ReceivingSnapshot>,
+    from: u32,
+    snapshot_id: &str,
+    offset: u64,
+    len: usize,
+) -> Result<(), Refusal> {
+    let end = offset.checked_add(len as u64).filter(|end| *end <= MAX_SNAPSHOT_BYTES).ok_or_else(|| {
+        Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("snapshot chunk at {offset} (+{len} bytes) passes the limit of {MAX_SNAPSHOT_BYTES} bytes"),
+        )
+    })?;
+    if offset == 0 {
+        *receiving = Some(ReceivingSnapshot { from, id: snapshot_id.to_string(), received: end });
+        return Ok(());
+    }
+    match receiving.as_mut() {
+        Some(r) if r.from == from && r.id == snapshot_id && offset <= r.received => {
+            r.received = r.received.max(end);
+            Ok(())
+        }
+        _ => Err(Refusal::new(
+            ErrorCode::InvalidRequest,
+            format!("snapshot chunk at offset {offset} of {snapshot_id:?} continues no snapshot being received"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod snapshot_chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_must_continue_the_snapshot_being_received_within_the_limit() {
+        let mut r = None;
+        // The attack: a second chunk far beyond what arrived.
+        admit_snapshot_chunk(&mut r, 2, "s1", 0, 0).unwrap();
+        assert!(admit_snapshot_chunk(&mut r, 2, "s1", 1 << 45, 10).is_err());
+        // A chunk that starts nothing.
+        let mut none = None;
+        assert!(admit_snapshot_chunk(&mut none, 2, "s1", 100, 10).is_err());
+        // Normal transfer, a resend, another broker's or snapshot's chunk.
+        admit_snapshot_chunk(&mut r, 2, "s1", 0, 100).unwrap();
+        admit_snapshot_chunk(&mut r, 2, "s1", 100, 100).unwrap();
+        admit_snapshot_chunk(&mut r, 2, "s1", 100, 100).unwrap();
+        assert!(admit_snapshot_chunk(&mut r, 3, "s1", 200, 1).is_err());
+        assert!(admit_snapshot_chunk(&mut r, 2, "s2", 200, 1).is_err());
+        // Past the total size, even from offset 0.
+        assert!(admit_snapshot_chunk(&mut r, 2, "s3", 0, (MAX_SNAPSHOT_BYTES + 1) as usize).is_err());
+        assert!(admit_snapshot_chunk(&mut r, 2, "s1", u64::MAX - 1, 10).is_err());
+    }
+}
+
 /// Largest metadata snapshot a broker receives (1 GiB): replicated tables
 /// only (topics, offsets, processors with modules and state, users, rules).
 pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
@@ -496,27 +552,7 @@ impl Cluster {
     /// and allocate up to it.
     fn check_snapshot_chunk(&self, from: u32, snapshot_id: &str, offset: u64, len: usize) -> Result<(), Refusal> {
         let mut receiving = self.receiving_snapshot.lock().expect("snapshot lock poisoned");
-        let end = offset.checked_add(len as u64).filter(|end| *end <= MAX_SNAPSHOT_BYTES).ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::InvalidRequest,
-                format!("snapshot chunk at {offset} (+{len} bytes) passes the limit of {MAX_SNAPSHOT_BYTES} bytes"),
-            )
-        })?;
-        let continues = |r: &ReceivingSnapshot| r.from == from && r.id == snapshot_id && offset <= r.received;
-        match receiving.as_mut() {
-            _ if offset == 0 => {
-                *receiving = Some(ReceivingSnapshot { from, id: snapshot_id.to_string(), received: end });
-                Ok(())
-            }
-            Some(r) if continues(r) => {
-                r.received = r.received.max(end);
-                Ok(())
-            }
-            _ => Err(Refusal::new(
-                ErrorCode::InvalidRequest,
-                format!("snapshot chunk at offset {offset} of {snapshot_id:?} continues no snapshot being received"),
-            )),
-        }
+        admit_snapshot_chunk(&mut receiving, from, snapshot_id, offset, len)
     }
 
     /// Records a heartbeat from another broker (on the controller).

@@ -34,12 +34,12 @@ use crate::groups::GroupService;
 use crate::replication::ReplicaManager;
 use crate::store::{MetaCommand, Store, StoreError, TopicConfig, TopicState};
 pub use access::Caller;
-pub use security::AuthContext;
 use eddy_protocol::security::{ForwardRequest, Operation, ResourceType};
 pub use processors::{
     validate_processor_name, LOGS_RETENTION_MS, MAX_MODULE_BYTES, MAX_PARAMS_BYTES, MAX_PROCESSOR_INPUTS,
     MAX_PROCESSOR_NAME_BYTES, MAX_PROCESSOR_PARALLELISM, MAX_STATE_SCAN_BYTES,
 };
+pub use security::AuthContext;
 
 /// A failed request: code and body.
 #[derive(Debug)]
@@ -236,7 +236,7 @@ impl Handlers {
             return Some(ready(error_frame(ErrorCode::UnsupportedVersion, ErrorResponse::message(msg))));
         }
         if key == ApiKey::Authenticate {
-            return Some(ready(frame_of(self.authenticate(payload, session))));
+            return Some(ready(frame_of(self.authenticate(payload, session).await)));
         }
         // Everything else runs as the connection's principal, once it has one.
         let principal = match session.principal().await {
@@ -337,17 +337,18 @@ impl Handlers {
                 };
                 vec![frame_of(r.await)]
             })),
-            ApiKey::LeaveGroup => Some(ready(frame_of(
-                from_bytes::<LeaveGroupRequest>(payload).map_err(Failure::from).and_then(|req| {
+            ApiKey::LeaveGroup => {
+                Some(ready(frame_of(from_bytes::<LeaveGroupRequest>(payload).map_err(Failure::from).and_then(|req| {
                     self.check(&c, Operation::Read, Resource::group(&req.group))?;
                     Ok(self.groups.leave(req).map(|()| Empty)?)
-                }),
-            ))),
+                }))))
+            }
             ApiKey::OffsetCommit => Some(Box::pin(async move {
                 let r = async {
                     let req: OffsetCommitRequest = from_bytes(payload)?;
                     this.check(&c, Operation::Read, Resource::group(&req.group))?;
-                    let topics: std::collections::BTreeSet<&str> = req.offsets.iter().map(|o| o.topic.as_str()).collect();
+                    let topics: std::collections::BTreeSet<&str> =
+                        req.offsets.iter().map(|o| o.topic.as_str()).collect();
                     for topic in topics {
                         this.check(&c, Operation::Read, Resource::topic(topic))?;
                     }
@@ -364,13 +365,13 @@ impl Handlers {
                     Ok(resp)
                 }),
             ))),
-            ApiKey::ListGroups => Some(ready(frame_of(
-                from_bytes::<ListGroupsRequest>(payload).map_err(Failure::from).map(|req| {
+            ApiKey::ListGroups => {
+                Some(ready(frame_of(from_bytes::<ListGroupsRequest>(payload).map_err(Failure::from).map(|req| {
                     let mut resp = self.groups.list(req);
                     resp.groups.retain(|g| self.may(&c, Operation::Describe, Resource::group(&g.group)));
                     resp
-                }),
-            ))),
+                }))))
+            }
             ApiKey::DescribeGroup => Some(ready(frame_of(
                 from_bytes::<DescribeGroupRequest>(payload).map_err(Failure::from).and_then(|req| {
                     self.check(&c, Operation::Describe, Resource::group(&req.group))?;
@@ -652,7 +653,8 @@ impl Handlers {
     }
 
     /// Lists only what the caller may describe; a named topic it may not
-    /// describe is refused as if it did not exist (no existence leak).
+    /// describe is refused with AUTHORIZATION_FAILED whether it exists or
+    /// not (Kafka's rule: no existence leak).
     fn metadata(&self, payload: Bytes, caller: &Caller) -> Result<MetadataResponse, Failure> {
         let req: MetadataRequest = from_bytes(payload)?;
         let catalog = self.store.catalog();
@@ -662,9 +664,9 @@ impl Handlers {
             Some(names) => names
                 .iter()
                 .map(|n| {
+                    self.check(caller, Operation::Describe, Resource::topic(n))?;
                     catalog
                         .get(n)
-                        .filter(|_| visible(n))
                         .map(|t| self.topic_metadata(t))
                         .ok_or_else(|| Failure::from(StoreError::UnknownTopic(n.clone())))
                 })

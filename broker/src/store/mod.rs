@@ -49,8 +49,8 @@ pub use command::{ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
 use eddy_protocol::processors::ProcessorDescription;
 use eddy_protocol::ErrorCode;
 pub use processors::{OffsetEntry, ProcessorCommit, ProcessorDeployment, ProcessorMap, StateEntries};
-pub use security::SecurityState;
 pub use producers::{MAX_PRODUCERS_PER_PARTITION, PRODUCER_BATCHES, PRODUCER_REBUILD_BATCHES};
+pub use security::SecurityState;
 
 /// Topic name -> JSON TopicConfig.
 pub(crate) const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");

@@ -38,8 +38,8 @@ use super::catalog::LogOffsets;
 use super::command::{commit_of, deployment_of, rules_of, ApplyEntry, MetaCommand, MetaOutput, PartitionChange};
 use super::epochs::EpochCache;
 use super::processors::{self, ProcessorMap};
-use super::security;
 use super::producers::{self, ProducerBatch, Producers, SequenceCheck, PRODUCER_BATCHES, PRODUCER_REBUILD_BATCHES};
+use super::security;
 use super::snapshot::Snapshot;
 use super::{
     log_table_name, AllGroupOffsets, Appended, Catalog, DurabilityPolicy, Job, PartitionAssignment, PartitionState,
@@ -99,8 +99,7 @@ impl Effects {
     /// The round's working copy of users and rules, taken from the shared
     /// view at first use.
     fn security(&mut self, shared: &Shared) -> &mut super::SecurityState {
-        self.security
-            .get_or_insert_with(|| (**shared.security.read().expect("security lock poisoned")).clone())
+        self.security.get_or_insert_with(|| (**shared.security.read().expect("security lock poisoned")).clone())
     }
 
     /// A processor as of this point of the round.

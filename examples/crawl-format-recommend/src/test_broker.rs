@@ -17,8 +17,8 @@ impl TestBroker {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let broker = Broker::start(config).await.unwrap();
         let client = ClientConfig::new(broker.local_addr().to_string())
-                .ca_file(broker.ca_path())
-                .client_cert(broker.certificate().0, broker.certificate().1);
+            .ca_file(broker.ca_path())
+            .client_cert(broker.certificate().0, broker.certificate().1);
         let client = Client::connect(client).await.unwrap();
         TestBroker { broker, client, _dir: dir }
     }

@@ -11,7 +11,9 @@ use bytes::Bytes;
 use eddy_sdk::protocol::messages::*;
 use eddy_sdk::protocol::security::*;
 use eddy_sdk::protocol::ErrorCode;
-use eddy_sdk::{Admin, Client, ClientConfig, ClientError, NewTopic, Processors, Producer, ProducerConfig, ProducerRecord, Security};
+use eddy_sdk::{
+    Admin, Client, ClientConfig, ClientError, NewTopic, Processors, Producer, ProducerConfig, ProducerRecord, Security,
+};
 use eddy_tests::{eddy, BrokerProcess};
 
 fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
@@ -61,17 +63,22 @@ async fn clients_cannot_send_what_only_brokers_may() -> anyhow::Result<()> {
     let admin = seeded(&broker, "kept", 100).await?;
     let dir = tempfile::tempdir()?;
     issue(&broker, &["issue-client", "mallory"], &dir.path().join("c"))?;
-    let cert_client = Client::connect(
-        plain(&broker).client_cert(dir.path().join("c/mallory.pem"), dir.path().join("c/mallory.key")),
-    )
-    .await?;
+    let cert_client =
+        Client::connect(plain(&broker).client_cert(dir.path().join("c/mallory.pem"), dir.path().join("c/mallory.key")))
+            .await?;
     let raft = |payload: &'static [u8]| RaftMessage { payload: Bytes::from_static(payload) };
     // Even the superuser (a user, not a broker) and a client certificate are refused.
     for client in [&admin, &cert_client] {
-        assert_eq!(code(client.request(&RaftSnapshotRequest(raft(b"\x00\x01"))).await), ErrorCode::ClusterAuthorizationFailed);
+        assert_eq!(
+            code(client.request(&RaftSnapshotRequest(raft(b"\x00\x01"))).await),
+            ErrorCode::ClusterAuthorizationFailed
+        );
         assert_eq!(code(client.request(&RaftVoteRequest(raft(b"\x05"))).await), ErrorCode::ClusterAuthorizationFailed);
         assert_eq!(code(client.request(&RaftAppendRequest(raft(b""))).await), ErrorCode::ClusterAuthorizationFailed);
-        assert_eq!(code(client.request(&MetadataWriteRequest(raft(b"\x01"))).await), ErrorCode::ClusterAuthorizationFailed);
+        assert_eq!(
+            code(client.request(&MetadataWriteRequest(raft(b"\x01"))).await),
+            ErrorCode::ClusterAuthorizationFailed
+        );
         let heartbeat = BrokerHeartbeatRequest { broker_id: 1, applied_index: 999 };
         assert_eq!(code(client.request(&heartbeat).await), ErrorCode::ClusterAuthorizationFailed);
         let fetch = ReplicaFetchRequest {
@@ -99,10 +106,9 @@ async fn a_broker_certificate_proves_only_its_own_id() -> anyhow::Result<()> {
     let broker = BrokerProcess::start()?;
     let dir = tempfile::tempdir()?;
     issue(&broker, &["issue-broker", "--id", "2"], &dir.path().join("b2"))?;
-    let two = Client::connect(
-        plain(&broker).client_cert(dir.path().join("b2/broker.pem"), dir.path().join("b2/broker.key")),
-    )
-    .await?;
+    let two =
+        Client::connect(plain(&broker).client_cert(dir.path().join("b2/broker.pem"), dir.path().join("b2/broker.key")))
+            .await?;
     // Broker 2 may speak for itself (broker 1 does not know a broker 2, which is a different refusal) ...
     let own = two.request(&BrokerHeartbeatRequest { broker_id: 2, applied_index: 0 }).await;
     assert_ne!(code(own), ErrorCode::ClusterAuthorizationFailed);
@@ -196,10 +202,15 @@ async fn acl_matrix_allow_deny_prefix_and_superuser() -> anyhow::Result<()> {
         ])
         .await?;
     let alice = as_user(&broker, "alice", "pw-alice").await?;
-    // Write allowed on the literal name only.
+    // Write allowed on the literal name only. Topics alice may not describe
+    // are hidden from her (metadata never names them); one she may see but
+    // not write is refused by the broker.
     produce_one(&alice, "orders").await?;
-    assert_eq!(code(produce_one(&alice, "orders.eu").await), ErrorCode::AuthorizationFailed);
-    assert_eq!(code(produce_one(&alice, "secret").await), ErrorCode::AuthorizationFailed);
+    assert_eq!(code(produce_one(&alice, "orders.eu").await), ErrorCode::UnknownTopic);
+    assert_eq!(code(produce_one(&alice, "secret").await), ErrorCode::UnknownTopic);
+    assert_eq!(code(produce_one(&alice, "logs.app").await), ErrorCode::AuthorizationFailed);
+    let named = alice.request(&MetadataRequest { topics: Some(vec!["secret".into()]) }).await;
+    assert_eq!(code(named), ErrorCode::AuthorizationFailed, "naming a hidden topic is refused, not answered");
     // Read by prefix, with a deny that wins.
     let fetch = |topic: &str| FetchRequest {
         topic: topic.into(),
@@ -210,23 +221,35 @@ async fn acl_matrix_allow_deny_prefix_and_superuser() -> anyhow::Result<()> {
         max_wait_ms: 0,
     };
     alice.request_to_leader("logs.app", 0, &fetch("logs.app")).await?;
-    assert_eq!(code(alice.request_to_leader("logs.secret", 0, &fetch("logs.secret")).await), ErrorCode::AuthorizationFailed);
+    assert_eq!(
+        code(alice.request_to_leader("logs.secret", 0, &fetch("logs.secret")).await),
+        ErrorCode::AuthorizationFailed
+    );
     assert_eq!(code(alice.request_to_leader("orders", 0, &fetch("orders")).await), ErrorCode::AuthorizationFailed);
     // Metadata lists only what alice may describe (write and read imply describe; deny read does not).
     let names: Vec<String> = Admin::new(alice.clone()).list_topics().await?.into_iter().map(|t| t.name).collect();
     assert_eq!(names, ["logs.app", "logs.secret", "orders"]);
     // No admin rights.
-    assert_eq!(code(Admin::new(alice.clone()).create_topic(NewTopic::new("new", 1)).await), ErrorCode::AuthorizationFailed);
+    assert_eq!(
+        code(Admin::new(alice.clone()).create_topic(NewTopic::new("new", 1)).await),
+        ErrorCode::AuthorizationFailed
+    );
     assert_eq!(code(Admin::new(alice.clone()).delete_topic("orders").await), ErrorCode::AuthorizationFailed);
     assert_eq!(code(Security::new(alice.clone()).create_user("eve", "pw").await), ErrorCode::AuthorizationFailed);
     assert_eq!(code(Security::new(alice.clone()).list_acls(None).await), ErrorCode::AuthorizationFailed);
     // A deny on everything overrides the allows.
     security.add_acls(vec![rule("User:alice", ResourceType::Topic, "*", false, Operation::All, false)]).await?;
-    assert_eq!(code(produce_one(&alice, "orders").await), ErrorCode::AuthorizationFailed);
+    let alice = as_user(&broker, "alice", "pw-alice").await?;
+    assert_eq!(code(produce_one(&alice, "orders").await), ErrorCode::UnknownTopic);
+    assert!(Admin::new(alice.clone()).list_topics().await?.is_empty());
     // The superuser may do anything; rules are listed.
     produce_one(&admin, "secret").await?;
     assert_eq!(security.list_acls(Some("User:alice")).await?.len(), 5);
-    assert_eq!(security.remove_acls(vec![rule("User:alice", ResourceType::Topic, "*", false, Operation::All, false)]).await?, 1);
+    assert_eq!(
+        security.remove_acls(vec![rule("User:alice", ResourceType::Topic, "*", false, Operation::All, false)]).await?,
+        1
+    );
+    let alice = as_user(&broker, "alice", "pw-alice").await?;
     produce_one(&alice, "orders").await?;
     Ok(())
 }
@@ -235,7 +258,12 @@ fn wasm(name: &str) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(std::fs::read(eddy_tests::processor_wasm(name))?))
 }
 
-fn deploy_request(name: &str, input: &str, output: &str, wasm: Bytes) -> eddy_sdk::protocol::processors::DeployProcessorRequest {
+fn deploy_request(
+    name: &str,
+    input: &str,
+    output: &str,
+    wasm: Bytes,
+) -> eddy_sdk::protocol::processors::DeployProcessorRequest {
     use eddy_sdk::protocol::processors::*;
     DeployProcessorRequest {
         name: name.into(),
@@ -284,8 +312,8 @@ async fn processors_run_with_their_deployment_rights_only() -> anyhow::Result<()
     // output but not another topic, nor read its output.
     let worker = Client::connect(plain(&broker).credentials("dev", "pw-dev").act_as_processor("up")).await?;
     produce_one(&worker, "out").await?;
-    assert_eq!(code(produce_one(&worker, "elsewhere").await), ErrorCode::AuthorizationFailed);
-    assert_eq!(code(produce_one(&worker, "in").await), ErrorCode::AuthorizationFailed);
+    assert_eq!(code(produce_one(&worker, "elsewhere").await), ErrorCode::UnknownTopic, "hidden from the processor");
+    assert_eq!(code(produce_one(&worker, "in").await), ErrorCode::AuthorizationFailed, "an input is read-only");
     // A hand-made commit for offsets of a topic that is not an input is refused.
     use eddy_sdk::protocol::processors::*;
     let commit = CommitProcessorBatchRequest {
@@ -320,12 +348,31 @@ async fn cli_manages_users_and_rules() -> anyhow::Result<()> {
     broker.cli_ok(&["topic", "create", "t.one"])?;
     // As carol, through the CLI's --user and EDDY_PASSWORD.
     let out = std::process::Command::new(eddy_tests::eddy_bin())
-        .args(["topic", "list", "--broker", &broker.addr().to_string(), "--ca", broker.ca().to_str().unwrap(), "--user", "carol"])
+        .args([
+            "topic",
+            "list",
+            "--broker",
+            &broker.addr().to_string(),
+            "--ca",
+            broker.ca().to_str().unwrap(),
+            "--user",
+            "carol",
+        ])
         .env("EDDY_PASSWORD", "s3cret")
         .output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("t.one"));
-    broker.cli_ok(&["acl", "remove", "--principal", "carol", "--allow", "read,describe", "--topic", "t.", "--prefix"])?;
+    broker.cli_ok(&[
+        "acl",
+        "remove",
+        "--principal",
+        "carol",
+        "--allow",
+        "read,describe",
+        "--topic",
+        "t.",
+        "--prefix",
+    ])?;
     broker.cli_ok(&["user", "delete", "carol"])?;
     assert!(!broker.cli_ok(&["user", "list"])?.contains("carol"));
     Ok(())

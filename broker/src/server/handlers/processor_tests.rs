@@ -59,7 +59,8 @@ async fn env() -> Env {
 async fn raw(h: &Arc<Handlers>, key: ApiKey, payload: &[u8]) -> (u16, Bytes) {
     let frame = request_frame(key, payload).slice(LENGTH_BYTES..);
     // As a broker: these tests are about the requests, not about rights.
-    let session = Arc::new(crate::auth::Session::new("127.0.0.1:1".parse().unwrap(), Some(crate::auth::Principal::Broker(1))));
+    let session =
+        Arc::new(crate::auth::Session::new("127.0.0.1:1".parse().unwrap(), Some(crate::auth::Principal::Broker(1))));
     let pending = h.dispatch(frame, &session).await.expect("every request gets a response");
     let response: Vec<u8> = pending.await.concat();
     split_response(Bytes::from(response).slice(LENGTH_BYTES..)).unwrap()

@@ -21,9 +21,9 @@ use eddy_runtime::{ProcessorLimits, RuntimeError};
 use super::access::Caller;
 use super::{Failure, Handlers};
 use crate::auth::authorizer::Resource;
-use eddy_protocol::security::Operation;
 use crate::store::processors::OffsetEntry;
 use crate::store::{MetaCommand, ProcessorCommit, ProcessorDeployment, Store, StoreError};
+use eddy_protocol::security::Operation;
 
 /// Longest processor name, in bytes (its logs topic name must stay under the topic name limit).
 pub const MAX_PROCESSOR_NAME_BYTES: usize = 200;
@@ -214,7 +214,11 @@ impl Handlers {
     /// Deploying needs `create` on the processor, `read` on every input and
     /// `write` on the output: a processor can never be given more rights
     /// than its deployer has.
-    pub(super) async fn deploy_processor(&self, payload: Bytes, caller: &Caller) -> Result<ProcessorDescription, Failure> {
+    pub(super) async fn deploy_processor(
+        &self,
+        payload: Bytes,
+        caller: &Caller,
+    ) -> Result<ProcessorDescription, Failure> {
         let req: DeployProcessorRequest = from_bytes(payload)?;
         self.check(caller, Operation::Create, Resource::processor(&req.name))?;
         for input in &req.inputs {

@@ -31,13 +31,20 @@ pub struct AuthContext {
     pub fake_salt_key: Vec<u8>,
 }
 
+/// Longest a broker that is catching up waits before answering for a user it does not know.
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn auth_failed(message: impl Into<String>) -> Failure {
     Failure::new(ErrorCode::AuthenticationFailed, message)
 }
 
 impl Handlers {
     /// One step of a connection's authentication.
-    pub(super) fn authenticate(&self, payload: Bytes, session: &Session) -> Result<AuthenticateResponse, Failure> {
+    pub(super) async fn authenticate(
+        &self,
+        payload: Bytes,
+        session: &Session,
+    ) -> Result<AuthenticateResponse, Failure> {
         let req: AuthenticateRequest = from_bytes(payload)?;
         match req.mechanism.as_str() {
             TLS_MECHANISM => {
@@ -49,12 +56,27 @@ impl Handlers {
                 session.authenticated(principal);
                 Ok(answer)
             }
-            SCRAM_SHA_256 => self.scram_step(req, session),
+            SCRAM_SHA_256 => self.scram_step(req, session).await,
             other => Err(auth_failed(format!("unsupported mechanism {other:?}; use {SCRAM_SHA_256}"))),
         }
     }
 
-    fn scram_step(&self, req: AuthenticateRequest, session: &Session) -> Result<AuthenticateResponse, Failure> {
+    /// A broker that has not caught up with the metadata log (just started,
+    /// or resumed) may not know a user yet: it waits (at most
+    /// [`CATCH_UP_WAIT`]) before it answers for an unknown user.
+    async fn credential_of(&self, user: &str) -> Option<ScramCredential> {
+        let lookup = || self.store.security().users.get(user).and_then(|bytes| ScramCredential::from_bytes(bytes).ok());
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let found = lookup();
+            if found.is_some() || self.cluster.is_ready() || tokio::time::Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn scram_step(&self, req: AuthenticateRequest, session: &Session) -> Result<AuthenticateResponse, Failure> {
         let Ok(message) = std::str::from_utf8(&req.payload) else {
             session.failed("authentication failed: the SCRAM message is not UTF-8");
             return Err(auth_failed("the SCRAM message is not UTF-8"));
@@ -69,12 +91,7 @@ impl Handlers {
                     session.failed("authentication failed");
                     auth_failed(format!("bad SCRAM client-first message: {e}"))
                 })?;
-                let credential = self
-                    .store
-                    .security()
-                    .users
-                    .get(step.user())
-                    .and_then(|bytes| ScramCredential::from_bytes(bytes).ok());
+                let credential = self.credential_of(step.user()).await;
                 let (waiting, server_first) = step.server_first(credential.as_ref(), &self.auth.fake_salt_key);
                 if !session.begin_scram(PendingScram { waiting }) {
                     return Err(auth_failed("an authentication exchange is under way on this connection"));
@@ -84,7 +101,8 @@ impl Handlers {
             Some(pending) => match pending.waiting.handle_client_final(message) {
                 Ok((user, server_final)) => {
                     let principal = self.act_as(Principal::User(user), req.act_as_processor, session)?;
-                    let answer = AuthenticateResponse { payload: Bytes::from(server_final), principal: principal.to_string() };
+                    let answer =
+                        AuthenticateResponse { payload: Bytes::from(server_final), principal: principal.to_string() };
                     session.authenticated(principal);
                     Ok(answer)
                 }
@@ -119,7 +137,8 @@ impl Handlers {
         validate_user_name(&req.name).map_err(|m| Failure::new(ErrorCode::InvalidRequest, m))?;
         ScramCredential::from_bytes(&req.credential)
             .map_err(|e| Failure::new(ErrorCode::InvalidRequest, format!("unusable credential: {e}")))?;
-        let command = MetaCommand::CreateUser { name: req.name, credential: req.credential.to_vec(), replace: req.replace };
+        let command =
+            MetaCommand::CreateUser { name: req.name, credential: req.credential.to_vec(), replace: req.replace };
         self.cluster.propose_everywhere(command).await?.into_done()?;
         Ok(Empty)
     }
@@ -158,8 +177,11 @@ impl Handlers {
     pub(super) async fn delete_acls(&self, payload: Bytes, caller: &Caller) -> Result<DeleteAclsResponse, Failure> {
         let req: DeleteAclsRequest = from_bytes(payload)?;
         self.check(caller, Operation::Alter, Resource::cluster())?;
-        let deleted =
-            self.cluster.propose_everywhere(MetaCommand::DeleteAcls { rules: to_bytes(&req.rules) }).await?.into_count()?;
+        let deleted = self
+            .cluster
+            .propose_everywhere(MetaCommand::DeleteAcls { rules: to_bytes(&req.rules) })
+            .await?
+            .into_count()?;
         Ok(DeleteAclsResponse { deleted })
     }
 
@@ -180,12 +202,7 @@ impl Handlers {
     /// The broker id a request that only brokers may send came from:
     /// CLUSTER_AUTHORIZATION_FAILED (logged) unless the connection proved a
     /// broker identity and `claimed` (if any) is that broker.
-    pub(super) fn inter_broker(
-        &self,
-        caller: &Caller,
-        request: &str,
-        claimed: Option<u32>,
-    ) -> Result<u32, Failure> {
+    pub(super) fn inter_broker(&self, caller: &Caller, request: &str, claimed: Option<u32>) -> Result<u32, Failure> {
         let proven = caller.principal.broker_id();
         match (proven, claimed) {
             (Some(id), None) => Ok(id),

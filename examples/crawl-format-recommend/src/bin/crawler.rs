@@ -59,9 +59,10 @@ async fn main() -> anyhow::Result<()> {
     config.fetch_timeout = Duration::from_secs(args.fetch_timeout_secs);
     config.max_feed_bytes = args.max_feed_bytes;
 
-    let client = Client::connect(ClientConfig::new(args.broker.clone()).ca_file(args.ca.clone()).with_local_credentials())
-        .await
-        .with_context(|| format!("connecting to {}", args.broker))?;
+    let client =
+        Client::connect(ClientConfig::new(args.broker.clone()).ca_file(args.ca.clone()).with_local_credentials())
+            .await
+            .with_context(|| format!("connecting to {}", args.broker))?;
     let mut crawler = Crawler::start(client, config).await?;
     println!("{} articles already in topic {}", crawler.known_articles(), args.topic);
     crawler.on_progress(|report, totals| match &report.error {
