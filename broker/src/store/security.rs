@@ -226,8 +226,11 @@ pub(crate) fn install(
     Ok(state)
 }
 
+/// The rows of both tables: (name, credential) users and encoded rules.
+pub(crate) type SecurityRows = (Vec<(String, Bytes)>, Vec<Bytes>);
+
 /// The rows of both tables in key order, for a snapshot.
-pub(crate) fn read_rows(txn: &redb::ReadTransaction) -> Result<(Vec<(String, Bytes)>, Vec<Bytes>), StoreError> {
+pub(crate) fn read_rows(txn: &redb::ReadTransaction) -> Result<SecurityRows, StoreError> {
     let mut users = Vec::new();
     match txn.open_table(USERS) {
         Ok(table) => {
