@@ -66,6 +66,9 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// Users that may do anything (besides the brokers themselves).
     pub superusers: Vec<String>,
+    /// Benchmarks only: skip every authorization check (authentication
+    /// stays on). Hidden flag `--bench-skip-authorization`.
+    pub skip_authorization: bool,
     /// The first superuser's password file (else a random password is
     /// written to `<data-dir>/admin.password` on a new cluster's first start).
     pub admin_password_file: Option<PathBuf>,
@@ -95,6 +98,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(30),
             superusers: vec![crate::auth::bootstrap::ADMIN_USER.to_string()],
             admin_password_file: None,
+            skip_authorization: false,
         }
     }
 }
@@ -259,6 +263,7 @@ impl Broker {
                 authorizer: Authorizer::new(config.superusers.iter().cloned()),
                 denials: DenialLog::default(),
                 fake_salt_key: fake_salt_key(&identity),
+                skip_authorization: config.skip_authorization,
             },
             shutdown_rx.clone(),
         ));
@@ -294,6 +299,9 @@ impl Broker {
         let addr_file = config.data_dir.join("broker.addr");
         if let Err(e) = std::fs::write(&addr_file, local_addr.to_string()) {
             warn!(file = %addr_file.display(), error = %e, "cannot write the address file");
+        }
+        if config.skip_authorization {
+            warn!("--bench-skip-authorization: every authenticated principal may do anything (benchmarks only)");
         }
         crate::server::announce(config.broker_id, local_addr, &identity.ca_path);
         Ok(Self {

@@ -81,6 +81,16 @@ pub const LOCAL_SUPERUSER: &str = "admin";
 /// The file a broker writes its first superuser's password to.
 pub const LOCAL_PASSWORD_FILE: &str = "admin.password";
 
+/// Reads a password file: its first line, without the line end; an empty
+/// one is an error.
+pub fn read_password_file(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    match text.lines().next() {
+        Some(p) if !p.is_empty() => Ok(p.to_string()),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is empty", path.display()))),
+    }
+}
+
 /// Where and how to reach a broker.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -153,14 +163,9 @@ impl ClientConfig {
         }
         let Some(ca) = &self.ca_file else { return self };
         let dirs = ca.parent().into_iter().chain(ca.parent().and_then(std::path::Path::parent));
-        for dir in dirs {
-            let file = dir.join(LOCAL_PASSWORD_FILE);
-            if let Ok(text) = std::fs::read_to_string(&file) {
-                if let Some(password) = text.lines().next().filter(|p| !p.is_empty()) {
-                    self.credentials = Some(Credentials::new(LOCAL_SUPERUSER, password));
-                    break;
-                }
-            }
+        let found = dirs.into_iter().find_map(|dir| read_password_file(&dir.join(LOCAL_PASSWORD_FILE)).ok());
+        if let Some(password) = found {
+            self.credentials = Some(Credentials::new(LOCAL_SUPERUSER, password));
         }
         self
     }

@@ -133,7 +133,7 @@ impl Authorizer {
 }
 
 /// The processor whose logs topic `topic` is, if it is one.
-fn logs_topic_owner(topic: &str) -> Option<&str> {
+pub(crate) fn logs_topic_owner(topic: &str) -> Option<&str> {
     topic.strip_prefix("_eddy.processor.")?.strip_suffix(".logs").filter(|p| !p.is_empty())
 }
 

@@ -14,16 +14,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use eddy_protocol::scram::{ScramCredential, DEFAULT_ITERATIONS};
+use eddy_sdk::client::read_password_file;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
 use crate::store::{MetaCommand, Store};
 
-/// The superuser every new cluster gets.
-pub const ADMIN_USER: &str = "admin";
-/// Its password file in the data directory, unless given.
-pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
+/// The superuser every new cluster gets (the name clients fall back to).
+pub const ADMIN_USER: &str = eddy_sdk::client::LOCAL_SUPERUSER;
+/// Its password file in the data directory, unless given (where clients look).
+pub const ADMIN_PASSWORD_FILE: &str = eddy_sdk::client::LOCAL_PASSWORD_FILE;
 
 /// Where the first superuser's password comes from.
 #[derive(Debug, Clone)]
@@ -32,16 +33,6 @@ pub struct BootstrapConfig {
     pub data_dir: PathBuf,
     /// A file holding the password to use (first line), if given.
     pub password_file: Option<PathBuf>,
-}
-
-/// Reads a password file: its first line, without the line end.
-pub fn read_password_file(path: &Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    let password = text.lines().next().unwrap_or("").to_string();
-    if password.is_empty() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the password file is empty"));
-    }
-    Ok(password)
 }
 
 /// A random password: 24 bytes of the OS's randomness, base64url.

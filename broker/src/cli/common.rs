@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use eddy_sdk::client::{read_password_file, LOCAL_PASSWORD_FILE, LOCAL_SUPERUSER};
 use eddy_sdk::{Client, ClientConfig};
 
 /// `--broker`, `--ca` and the credentials, with defaults that reach a
@@ -89,11 +90,9 @@ impl ClientArgs {
             None => {
                 let config = config.with_local_credentials();
                 if config.credentials.is_none() && config.client_cert.is_none() {
-                    let dev = dev_data_dir().join("admin.password");
-                    if let Ok(text) = std::fs::read_to_string(&dev) {
-                        if let Some(p) = text.lines().next().filter(|p| !p.is_empty()) {
-                            return Ok(config.credentials("admin", p));
-                        }
+                    // The `eddy dev` superuser, when --ca names another file.
+                    if let Ok(p) = read_password_file(&dev_data_dir().join(LOCAL_PASSWORD_FILE)) {
+                        return Ok(config.credentials(LOCAL_SUPERUSER, p));
                     }
                 }
                 Ok(config)

@@ -100,6 +100,10 @@ struct ServeArgs {
     /// <data-dir>/admin.password (mode 0600) and named in the log.
     #[arg(long)]
     admin_password_file: Option<PathBuf>,
+    /// Benchmarks only: skip every authorization check (authentication stays
+    /// on), to measure what authorization costs.
+    #[arg(long, hide = true)]
+    bench_skip_authorization: bool,
 }
 
 impl ServeArgs {
@@ -107,6 +111,7 @@ impl ServeArgs {
         let mut config = BrokerConfig::new(data_dir);
         config.superusers = self.superusers.clone();
         config.admin_password_file = self.admin_password_file.clone();
+        config.skip_authorization = self.bench_skip_authorization;
         config.peers = parse_peers(&self.peers)?;
         config.tls_ca = self.tls_ca_cert.clone().zip(self.tls_ca_key.clone());
         config.tls_peer_ca = self.tls_peer_ca.clone();

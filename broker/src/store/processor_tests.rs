@@ -28,6 +28,7 @@ pub(crate) fn description(name: &str) -> ProcessorDescription {
         status: String::new(),
         status_reason: String::new(),
         stats: ProcessorStats::default(),
+        deployed_by: String::new(),
     }
 }
 

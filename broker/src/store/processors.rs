@@ -102,6 +102,12 @@ fn add_stats(total: &ProcessorStats, delta: &ProcessorStats) -> ProcessorStats {
 
 pub(crate) fn decode_description(name: &str, bytes: &[u8]) -> Result<ProcessorDescription, StoreError> {
     from_bytes(Bytes::copy_from_slice(bytes))
+        .or_else(|e| {
+            // Stored before `deployed_by` (the last field) existed: read it as empty.
+            let mut with_field = bytes.to_vec();
+            with_field.extend_from_slice(&0u32.to_le_bytes());
+            from_bytes(Bytes::from(with_field)).map_err(|_| e)
+        })
         .map_err(|e| StoreError::Storage(format!("corrupt description of processor {name}: {e}")))
 }
 

@@ -255,3 +255,62 @@ pub(crate) fn read_rows(txn: &redb::ReadTransaction) -> Result<SecurityRows, Sto
     }
     Ok((users, acls))
 }
+
+#[cfg(test)]
+mod tests {
+    use eddy_protocol::scram::ScramCredential;
+    use eddy_protocol::security::{Operation, PatternType, Permission, ResourceType};
+
+    use super::*;
+
+    fn db() -> Database {
+        Database::builder().create_with_backend(redb::backends::InMemoryBackend::new()).unwrap()
+    }
+
+    fn rule(name: &str) -> AclRule {
+        AclRule {
+            principal: "User:alice".into(),
+            resource_type: ResourceType::Topic,
+            name: name.into(),
+            pattern: PatternType::Literal,
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        }
+    }
+
+    #[test]
+    fn every_limit_is_checked_before_anything_is_written() {
+        let db = db();
+        let txn = db.begin_write().unwrap();
+        let mut state = SecurityState::default();
+        // Rules: a full set refuses one more; a rule with an overlong name or a bad principal is refused.
+        let mut full = SecurityState::default();
+        full.acls = (0..MAX_ACLS).map(|i| rule(&format!("t{i}"))).collect();
+        let err = create_acls(&txn, &mut full, &[rule("one-more")]).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(create_acls(&txn, &mut state, &[rule(&"x".repeat(1025))]).is_err());
+        let mut bad = rule("t");
+        bad.principal = "Broker:1".into();
+        assert!(create_acls(&txn, &mut state, &[rule("ok"), bad]).is_err());
+        assert!(state.acls.is_empty(), "all or nothing");
+        // Credentials: empty, oversized or unusable ones are refused.
+        for credential in [Vec::new(), vec![7u8; MAX_CREDENTIAL_BYTES + 1], vec![1, 2, 3]] {
+            assert!(create_user(&txn, &mut state, "bob", &credential, false).is_err());
+        }
+        // Users: the name rules, and the count limit.
+        let good = ScramCredential::new("pw", 4096).to_bytes();
+        assert!(create_user(&txn, &mut state, "bad name", &good, false).is_err());
+        let mut crowded = SecurityState::default();
+        crowded.users = (0..MAX_USERS).map(|i| (format!("u{i}"), Bytes::from_static(b"x"))).collect();
+        assert!(create_user(&txn, &mut crowded, "bob", &good, false).is_err());
+        assert!(state.users.is_empty());
+        // The first superuser is created once.
+        assert!(bootstrap_user(&txn, &mut state, "admin", &good).unwrap());
+        assert!(!bootstrap_user(&txn, &mut state, "admin2", &good).unwrap());
+        assert!(create_user(&txn, &mut state, "admin", &good, false).is_err(), "exists");
+        create_user(&txn, &mut state, "admin", &good, true).unwrap();
+        assert_eq!(delete_acls(&txn, &mut state, &[rule("never")]).unwrap(), 0);
+        txn.commit().unwrap();
+        assert_eq!(*load(&db).unwrap(), state, "the tables hold what the mirror holds");
+    }
+}

@@ -1225,37 +1225,25 @@ fn execute(
             }
             Ok(MetaOutput::Flag(set))
         }
+        // The security functions validate before they change the working
+        // copy, so a refused command leaves it as it was.
         MetaCommand::CreateUser { name, credential, replace } => {
-            let mut working = fx.security(shared).clone();
-            security::create_user(txn, &mut working, &name, &credential, replace)?;
-            fx.security = Some(working);
+            security::create_user(txn, fx.security(shared), &name, &credential, replace)?;
             Ok(MetaOutput::Done)
         }
         MetaCommand::DeleteUser { name } => {
-            let mut working = fx.security(shared).clone();
-            security::delete_user(txn, &mut working, &name)?;
-            fx.security = Some(working);
+            security::delete_user(txn, fx.security(shared), &name)?;
             Ok(MetaOutput::Done)
         }
         MetaCommand::BootstrapUser { name, credential } => {
-            let mut working = fx.security(shared).clone();
-            let created = security::bootstrap_user(txn, &mut working, &name, &credential)?;
-            fx.security = Some(working);
-            Ok(MetaOutput::Flag(created))
+            Ok(MetaOutput::Flag(security::bootstrap_user(txn, fx.security(shared), &name, &credential)?))
         }
         MetaCommand::CreateAcls { rules } => {
-            let rules = rules_of(rules)?;
-            let mut working = fx.security(shared).clone();
-            security::create_acls(txn, &mut working, &rules)?;
-            fx.security = Some(working);
+            security::create_acls(txn, fx.security(shared), &rules_of(rules)?)?;
             Ok(MetaOutput::Done)
         }
         MetaCommand::DeleteAcls { rules } => {
-            let rules = rules_of(rules)?;
-            let mut working = fx.security(shared).clone();
-            let deleted = security::delete_acls(txn, &mut working, &rules)?;
-            fx.security = Some(working);
-            Ok(MetaOutput::Count(deleted))
+            Ok(MetaOutput::Count(security::delete_acls(txn, fx.security(shared), &rules_of(rules)?)?))
         }
         MetaCommand::AllocateProducerId => {
             let id = state.next_producer_id;

@@ -220,6 +220,9 @@ wire_struct! {
         /// Why it stopped (empty while running).
         pub status_reason: String,
         pub stats: ProcessorStats,
+        /// The principal that deployed this version (`User:alice`); empty for
+        /// deployments stored before principals existed.
+        pub deployed_by: String,
     }
 }
 

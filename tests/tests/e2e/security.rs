@@ -301,7 +301,8 @@ async fn processors_run_with_their_deployment_rights_only() -> anyhow::Result<()
     assert_eq!(code(refused), ErrorCode::AuthorizationFailed);
     assert_eq!(code(Processors::new(admin.clone()).describe("up").await), ErrorCode::UnknownProcessor);
     // Deployed by the superuser, the processor runs (embedded worker, as the broker).
-    admin.request(&deploy_request("up", "in", "out", wasm("uppercase")?)).await?;
+    let deployed = admin.request(&deploy_request("up", "in", "out", wasm("uppercase")?)).await?;
+    assert_eq!(deployed.deployed_by, "User:admin", "the deployment records who deployed it");
     produce_one(&admin, "in").await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while log_end(&admin, "out").await? < 1 {

@@ -216,6 +216,7 @@ mod tests {
             status: "running".into(),
             status_reason: String::new(),
             stats: Default::default(),
+            deployed_by: "User:admin".into(),
         };
         assert_eq!(summary(&d, 5), "deployed up version 2 (module 0123456789ab, 1234 bytes) in 5 ms: a,b -> o");
     }

@@ -42,6 +42,7 @@ pub fn description_json(d: &ProcessorDescription) -> serde_json::Value {
         "version": d.version,
         "status": d.status,
         "status_reason": (!d.status_reason.is_empty()).then_some(&d.status_reason),
+        "deployed_by": (!d.deployed_by.is_empty()).then_some(&d.deployed_by),
         "inputs": d.inputs,
         "output": d.output,
         "parallelism": d.parallelism,
@@ -216,6 +217,9 @@ fn print_description(d: &ProcessorDescription, group: Option<&GroupDescription>,
     if !d.status_reason.is_empty() {
         println!("  reason       {}", d.status_reason);
     }
+    if !d.deployed_by.is_empty() {
+        println!("  deployed by  {}", d.deployed_by);
+    }
     println!("  inputs       {}", d.inputs.join(", "));
     println!("  output       {}", d.output);
     println!("  parallelism  {}", d.parallelism);
@@ -322,6 +326,7 @@ mod tests {
             status: "running".into(),
             status_reason: String::new(),
             stats: ProcessorStats { records_in: 4, wasm_nanos: 1000, ..Default::default() },
+            deployed_by: "User:admin".into(),
         }
     }
 

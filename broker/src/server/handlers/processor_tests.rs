@@ -50,6 +50,7 @@ async fn env() -> Env {
         authorizer: crate::auth::Authorizer::new(["admin".to_string()]),
         denials: Default::default(),
         fake_salt_key: b"test".to_vec(),
+        skip_authorization: false,
     };
     let handlers = Arc::new(Handlers::new(store.clone(), groups, runtime, replicas, config, auth, rx));
     Env { _dir: dir, _shutdown: shutdown, store, handlers }
@@ -94,7 +95,7 @@ fn deploy_request(name: &str) -> DeployProcessorRequest {
 async fn deploy_directly(store: &Store, name: &str, wasm: &'static [u8]) -> ProcessorDescription {
     let req = DeployProcessorRequest { wasm: Bytes::from_static(wasm), ..deploy_request(name) };
     let initial_offsets = vec![("in".into(), 0, 0, String::new()), ("in".into(), 1, 0, String::new())];
-    store.deploy_processor(deployment_of(req, "m".into(), 0, initial_offsets)).await.unwrap()
+    store.deploy_processor(deployment_of(req, "m".into(), 0, initial_offsets, "User:admin".into())).await.unwrap()
 }
 
 #[tokio::test]

@@ -78,6 +78,7 @@ pub(super) fn deployment_of(
     module_id: String,
     deployed_at_ms: i64,
     initial_offsets: Vec<OffsetEntry>,
+    deployed_by: String,
 ) -> ProcessorDeployment {
     let description = ProcessorDescription {
         name: req.name,
@@ -95,6 +96,7 @@ pub(super) fn deployment_of(
         status: String::new(),
         status_reason: String::new(),
         stats: ProcessorStats::default(),
+        deployed_by,
     };
     ProcessorDeployment { description, wasm: req.wasm, initial_offsets }
 }
@@ -247,7 +249,7 @@ impl Handlers {
                 initial_offsets.push((input.clone(), partition, offset, String::new()));
             }
         }
-        let deployment = deployment_of(req, module_id, crate::now_ms(), initial_offsets);
+        let deployment = deployment_of(req, module_id, crate::now_ms(), initial_offsets, caller.principal.to_string());
         let output = self.cluster.propose(MetaCommand::from(deployment)).await?;
         Ok(output.into_processor()?)
     }

@@ -29,6 +29,9 @@ pub struct AuthContext {
     pub denials: DenialLog,
     /// Keys the fake salts answered for unknown users (stable per broker).
     pub fake_salt_key: Vec<u8>,
+    /// Benchmarks only: every authenticated principal may do anything (the
+    /// cost of authorization is measured against this).
+    pub skip_authorization: bool,
 }
 
 /// Longest a broker that is catching up waits before answering for a user it does not know.
