@@ -97,6 +97,9 @@ impl Session {
     /// Waits until the connection is authenticated (or failed, or past its
     /// deadline): the principal, or why there is none.
     pub async fn principal(&self) -> Result<Arc<Principal>, String> {
+        if let AuthState::Authenticated(p) = &*self.state.borrow() {
+            return Ok(p.clone());
+        }
         if *self.state.borrow() == AuthState::Pending && !self.exchanging.load(Ordering::Acquire) {
             return Err("this connection has not authenticated: send an Authenticate request (SCRAM-SHA-256) first, \
                         or connect with a client certificate of the cluster CA"

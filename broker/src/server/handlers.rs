@@ -245,7 +245,7 @@ impl Handlers {
         };
         let caller = Caller { principal, remote: session.remote() };
         if key.is_inter_broker() {
-            if let Err(f) = self.inter_broker(&caller, &format!("{key:?}"), None) {
+            if let Err(f) = self.inter_broker(&caller, key, None) {
                 return Some(ready(error_frame(f.code, f.body)));
             }
             if key == ApiKey::Forward {
@@ -408,14 +408,14 @@ impl Handlers {
             ApiKey::ReplicaFetch => Some(Box::pin(async move {
                 let r = async {
                     let req: ReplicaFetchRequest = from_bytes(payload)?;
-                    this.inter_broker(&c, "ReplicaFetch", Some(req.replica_id))?;
+                    this.inter_broker(&c, key, Some(req.replica_id))?;
                     Ok(this.replicas.serve_fetch(req, this.shutdown.clone()).await?)
                 };
                 replica_fetch_frame(r.await)
             })),
             ApiKey::RaftAppend | ApiKey::RaftVote | ApiKey::RaftSnapshot => Some(Box::pin(async move {
                 let r = async {
-                    let from = this.inter_broker(&c, &format!("{key:?}"), None)?;
+                    let from = this.inter_broker(&c, key, None)?;
                     let msg: RaftMessage = from_bytes(payload)?;
                     Ok(this.cluster.serve_raft(key, msg.payload, from).await?)
                 };
@@ -423,7 +423,7 @@ impl Handlers {
             })),
             ApiKey::MetadataWrite => Some(Box::pin(async move {
                 let r = async {
-                    this.inter_broker(&c, "MetadataWrite", None)?;
+                    this.inter_broker(&c, key, None)?;
                     let msg: RaftMessage = from_bytes(payload)?;
                     Ok(this.cluster.serve_metadata_write(msg.payload).await?)
                 };
@@ -431,7 +431,7 @@ impl Handlers {
             })),
             ApiKey::BrokerHeartbeat => Some(ready(frame_of(
                 from_bytes::<BrokerHeartbeatRequest>(payload).map_err(Failure::from).and_then(|req| {
-                    self.inter_broker(&c, "BrokerHeartbeat", Some(req.broker_id))?;
+                    self.inter_broker(&c, key, Some(req.broker_id))?;
                     Ok(self.cluster.serve_heartbeat(req)?)
                 }),
             ))),

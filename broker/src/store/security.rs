@@ -284,8 +284,8 @@ mod tests {
         let txn = db.begin_write().unwrap();
         let mut state = SecurityState::default();
         // Rules: a full set refuses one more; a rule with an overlong name or a bad principal is refused.
-        let mut full = SecurityState::default();
-        full.acls = (0..MAX_ACLS).map(|i| rule(&format!("t{i}"))).collect();
+        let acls = (0..MAX_ACLS).map(|i| rule(&format!("t{i}"))).collect();
+        let mut full = SecurityState { acls, ..Default::default() };
         let err = create_acls(&txn, &mut full, &[rule("one-more")]).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         assert!(create_acls(&txn, &mut state, &[rule(&"x".repeat(1025))]).is_err());
@@ -300,8 +300,8 @@ mod tests {
         // Users: the name rules, and the count limit.
         let good = ScramCredential::new("pw", 4096).to_bytes();
         assert!(create_user(&txn, &mut state, "bad name", &good, false).is_err());
-        let mut crowded = SecurityState::default();
-        crowded.users = (0..MAX_USERS).map(|i| (format!("u{i}"), Bytes::from_static(b"x"))).collect();
+        let users = (0..MAX_USERS).map(|i| (format!("u{i}"), Bytes::from_static(b"x"))).collect();
+        let mut crowded = SecurityState { users, ..Default::default() };
         assert!(create_user(&txn, &mut crowded, "bob", &good, false).is_err());
         assert!(state.users.is_empty());
         // The first superuser is created once.

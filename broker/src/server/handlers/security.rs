@@ -205,23 +205,28 @@ impl Handlers {
     /// The broker id a request that only brokers may send came from:
     /// CLUSTER_AUTHORIZATION_FAILED (logged) unless the connection proved a
     /// broker identity and `claimed` (if any) is that broker.
-    pub(super) fn inter_broker(&self, caller: &Caller, request: &str, claimed: Option<u32>) -> Result<u32, Failure> {
+    pub(super) fn inter_broker(
+        &self,
+        caller: &Caller,
+        request: eddy_protocol::ApiKey,
+        claimed: Option<u32>,
+    ) -> Result<u32, Failure> {
         let proven = caller.principal.broker_id();
         match (proven, claimed) {
             (Some(id), None) => Ok(id),
             (Some(id), Some(c)) if c == id => Ok(id),
             (Some(id), Some(c)) => {
-                self.auth.denials.not_a_broker(&caller.principal.to_string(), request, caller.remote);
+                self.auth.denials.not_a_broker(&caller.principal.to_string(), &format!("{request:?}"), caller.remote);
                 Err(Failure::new(
                     ErrorCode::ClusterAuthorizationFailed,
-                    format!("{request} names broker {c}, but this connection proved broker {id}"),
+                    format!("{request:?} names broker {c}, but this connection proved broker {id}"),
                 ))
             }
             (None, _) => {
-                self.auth.denials.not_a_broker(&caller.principal.to_string(), request, caller.remote);
+                self.auth.denials.not_a_broker(&caller.principal.to_string(), &format!("{request:?}"), caller.remote);
                 Err(Failure::new(
                     ErrorCode::ClusterAuthorizationFailed,
-                    format!("{request} is served to brokers only, and {} is not one", caller.principal),
+                    format!("{request:?} is served to brokers only, and {} is not one", caller.principal),
                 ))
             }
         }
