@@ -378,3 +378,84 @@ async fn cli_manages_users_and_rules() -> anyhow::Result<()> {
     assert!(!broker.cli_ok(&["user", "list"])?.contains("carol"));
     Ok(())
 }
+
+/// A bare QUIC connection to `broker` (no SDK), verified against its CA.
+async fn raw_connection(broker: &BrokerProcess) -> anyhow::Result<quinn::Connection> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(broker.ca())? {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![eddy_sdk::protocol::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    Ok(endpoint.connect(broker.addr(), "localhost")?.await?)
+}
+
+/// One Authenticate step on a stream: (error code, answer payload).
+async fn auth_step(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    message: &str,
+) -> anyhow::Result<(u16, Bytes)> {
+    use eddy_sdk::protocol::codec::{from_bytes, to_bytes};
+    let req = AuthenticateRequest {
+        mechanism: SCRAM_SHA_256.into(),
+        payload: Bytes::from(message.to_string()),
+        act_as_processor: None,
+    };
+    send.write_all(&eddy_sdk::protocol::frame::request_frame(
+        eddy_sdk::protocol::ApiKey::Authenticate,
+        &to_bytes(&req),
+    ))
+    .await?;
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    recv.read_exact(&mut body).await?;
+    let (code, payload) = eddy_sdk::protocol::frame::split_response(Bytes::from(body))?;
+    if code != 0 {
+        return Ok((code, payload));
+    }
+    let answer: AuthenticateResponse = from_bytes(payload)?;
+    Ok((code, answer.payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_scram_exchange_fails_and_silent_connections_are_closed() -> anyhow::Result<()> {
+    use eddy_sdk::protocol::scram::ScramClient;
+    let broker = BrokerProcess::start()?;
+    let admin = broker.client().await?;
+    Security::new(admin).create_user("alice", "pw-alice").await?;
+    // A whole exchange, recorded.
+    let conn = raw_connection(&broker).await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let (client, first) = ScramClient::start_with_nonce("alice", "pw-alice", "fixed-client-nonce");
+    let (code, server_first) = auth_step(&mut send, &mut recv, &first).await?;
+    assert_eq!(code, 0);
+    let (_, last) = client.handle_server_first(std::str::from_utf8(&server_first)?)?;
+    let (code, _) = auth_step(&mut send, &mut recv, &last).await?;
+    assert_eq!(code, 0, "the recorded exchange itself succeeds");
+    // Replayed on a new connection: the broker's nonce differs, so the proof fails.
+    let replay = raw_connection(&broker).await?;
+    let (mut send, mut recv) = replay.open_bi().await?;
+    assert_eq!(auth_step(&mut send, &mut recv, &first).await?.0, 0);
+    let (code, _) = auth_step(&mut send, &mut recv, &last).await?;
+    assert_eq!(code, ErrorCode::AuthenticationFailed as u16);
+    // A connection that never authenticates is closed after the auth timeout.
+    let silent = raw_connection(&broker).await?;
+    let started = std::time::Instant::now();
+    let reason = tokio::time::timeout(Duration::from_secs(20), silent.closed()).await?;
+    assert!(started.elapsed() >= Duration::from_secs(9), "closed after {:?}", started.elapsed());
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(c.error_code, quinn::VarInt::from_u32(0x41)),
+        other => panic!("expected the broker to close the connection, got {other}"),
+    }
+    Ok(())
+}
